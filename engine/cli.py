@@ -1,0 +1,200 @@
+"""`vandamme` command line: run, validate, config show, graph, explain.
+
+Exit codes: 0 success (spec valid), 1 spec invalid, 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import orjson
+
+from .errors import SpecError, SpecErrors
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _load_and_compile(directory: str, tracer_provider=None):
+    from .compiler import compile_gateway
+    from .loader import load_spec
+
+    loaded = load_spec(directory)
+    return loaded, compile_gateway(loaded, tracer_provider=tracer_provider)
+
+
+def _print_errors(errors: list[SpecError], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(orjson.dumps({"valid": False, "errors": [e.as_dict() for e in errors]},
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for e in errors:
+            print(str(e), file=sys.stderr)
+        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''}", file=sys.stderr)
+
+
+def cmd_validate(args) -> int:
+    try:
+        loaded, gw = _load_and_compile(args.dir)
+    except SpecErrors as exc:
+        _print_errors(exc.errors, args.format)
+        return EXIT_INVALID
+    active = sum(1 for p in gw.providers.values() if p.active)
+    if args.format == "json":
+        print(orjson.dumps({"valid": True, "errors": [], "files": list(loaded.files),
+                            "providers": len(gw.providers), "active_providers": active}).decode())
+    else:
+        print(f"{args.dir}: valid ({len(loaded.files)} files, {len(gw.providers)} providers, {active} active)")
+    return EXIT_OK
+
+
+def cmd_config_show(args) -> int:
+    from .config_show import render_config
+    from .loader import load_spec
+
+    try:
+        loaded = load_spec(args.dir)
+    except SpecErrors as exc:
+        _print_errors(exc.errors, "text")
+        return EXIT_INVALID
+    sys.stdout.write(render_config(loaded))
+    return EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    from .graph import graph_dot, graph_text
+
+    try:
+        _, gw = _load_and_compile(args.dir)
+    except SpecErrors as exc:
+        _print_errors(exc.errors, "text")
+        return EXIT_INVALID
+    sys.stdout.write(graph_dot(gw) if args.format == "dot" else graph_text(gw))
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain, explain_json
+
+    headers = {}
+    for item in args.header or []:
+        if "=" not in item:
+            print(f"vandamme explain: --header takes K=V, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        k, v = item.split("=", 1)
+        headers[k.strip().lower()] = v.strip()
+    try:
+        loaded, gw = _load_and_compile(args.dir)
+    except SpecErrors as exc:
+        _print_errors(exc.errors, "text")
+        return EXIT_INVALID
+    active = {n for n, p in gw.providers.items() if p.active}
+    kwargs = dict(headers=headers, tokens=args.tokens, active=active, pipelines=gw.pipelines())
+    if args.format == "json":
+        print(orjson.dumps(explain_json(loaded.data, loaded.sources, args.model, **kwargs),
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        sys.stdout.write(explain(loaded.data, loaded.sources, args.model, **kwargs))
+    return EXIT_OK
+
+
+def build_app_from_dir(directory: str, host: str | None = None, port: int | None = None):
+    """App factory (also used by Sanic's worker processes when workers > 1)."""
+    from .compiler import compile_gateway, settings_from
+    from .loader import load_spec
+    from .logs import setup_logging
+    from .server import create_app
+    from .telemetry import tracer_provider_for
+
+    loaded = load_spec(directory)
+    settings = settings_from(loaded.data)
+    setup_logging(settings.log_level, settings.log_json)
+    gw = compile_gateway(loaded, tracer_provider=tracer_provider_for(settings))
+    return create_app(gw, name="vandamme")
+
+
+def cmd_run(args) -> int:
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from .logs import setup_logging
+
+    try:
+        app = build_app_from_dir(args.dir)
+    except SpecErrors as exc:
+        setup_logging("INFO")
+        _print_errors(exc.errors, "text")
+        return EXIT_INVALID
+    s = app.ctx.gateway.settings
+    host = args.host or s.host
+    port = args.port or s.port
+    workers = args.workers or s.workers
+    from loguru import logger
+
+    for p in app.ctx.gateway.providers.values():
+        if p.active:
+            logger.info("provider {} ({}) -> {} [{}]", p.name, p.format, p.base_url,
+                        "passthrough key" if p.passthrough else f"{p.key_count} key(s)")
+    logger.info("vandamme listening on http://{}:{} ({} worker{})", host, port, workers, "s" if workers > 1 else "")
+    if workers == 1:
+        app.run(host=host, port=port, single_process=True, access_log=s.access_log, motd=False)
+        return EXIT_OK
+    Sanic._app_registry.pop(app.name, None)
+    loader = AppLoader(factory=functools.partial(build_app_from_dir, args.dir))
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, access_log=s.access_log, motd=False)
+    Sanic.serve(primary=app, app_loader=loader)
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vandamme", description="LLM gateway for Anthropic-API clients, "
+                                 "declared in YAML specs.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve a spec folder")
+    run.add_argument("dir", help="spec folder (every *.yaml in it)")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="load, validate and compile a spec folder; exit 1 when invalid")
+    val.add_argument("dir")
+    val.add_argument("--format", choices=["text", "json"], default="text")
+    val.set_defaults(func=cmd_validate)
+
+    cfg = sub.add_parser("config", help="inspect the effective configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    show = cfg_sub.add_parser("show", help="effective spec with the source of every value; secrets masked")
+    show.add_argument("dir")
+    show.set_defaults(func=cmd_config_show)
+
+    gr = sub.add_parser("graph", help="print the compiled pipelines")
+    gr.add_argument("dir")
+    gr.add_argument("--format", choices=["text", "dot"], default="text")
+    gr.set_defaults(func=cmd_graph)
+
+    ex = sub.add_parser("explain", help="show how a model name resolves, without sending anything")
+    ex.add_argument("model")
+    ex.add_argument("dir", nargs="?", default="specs/")
+    ex.add_argument("--header", action="append", metavar="K=V", help="a request header (repeatable)")
+    ex.add_argument("--tokens", type=int, help="assume this many input tokens")
+    ex.add_argument("--format", choices=["text", "json"], default="text")
+    ex.set_defaults(func=cmd_explain)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "run":
+        os.environ.setdefault("LOGURU_LEVEL", "WARNING")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

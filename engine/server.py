@@ -1,0 +1,152 @@
+"""The Sanic app, built from a compiled Gateway. Handlers only move bytes between the client and
+the Gateway's pipelines; everything else is a stage."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+
+import orjson
+from loguru import logger
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, raw
+
+from transforms.errors import GatewayError, error_body, error_event, error_type_for
+
+from .compiler import Gateway
+from .models import ModelCatalog
+from .pipeline import BufferedResponse, Context
+
+_app_numbers = itertools.count(1)
+_JSON = "application/json"
+
+
+def _request_ids():
+    prefix = os.urandom(4).hex()
+    for n in itertools.count(1):
+        yield f"req_{prefix}{n:08x}"
+
+
+def error_response(exc: GatewayError, request_id: str | None = None) -> HTTPResponse:
+    headers = dict(exc.headers)
+    if request_id:
+        headers["request-id"] = request_id
+    return raw(exc.body(), status=exc.status, headers=headers, content_type=_JSON)
+
+
+def create_app(gateway: Gateway, name: str | None = None) -> Sanic:
+    """A Sanic app serving ``gateway``. Provider sessions open when the server starts and close
+    when it stops."""
+    app = Sanic(name or f"vandamme_{os.getpid()}_{next(_app_numbers)}")
+    s = gateway.settings
+    app.config.REQUEST_MAX_SIZE = 32 * 1024 * 1024  # Anthropic's own request limit
+    app.config.RESPONSE_TIMEOUT = max(3600, int(s.request_timeout * (s.max_retries + 2)))
+    app.config.REQUEST_TIMEOUT = 60
+    app.config.KEEP_ALIVE_TIMEOUT = 75
+    app.config.ACCESS_LOG = s.access_log
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.MOTD = False
+    app.ctx.gateway = gateway
+    ids = _request_ids()
+    front = gateway.front
+    access_log = s.access_log
+
+    @app.before_server_start
+    async def _open(app_):
+        await gateway.start()
+
+    @app.after_server_stop
+    async def _close(app_):
+        await gateway.close()
+
+    async def run_pipeline(request: Request, endpoint: str):
+        rid = next(ids)
+        ctx = Context(rid, request.body, request.headers, endpoint)
+        try:
+            await front.run(ctx)
+        except GatewayError as exc:
+            if exc.status >= 500 or access_log:
+                logger.warning("{} {} -> {} {}: {}", rid, ctx.requested_model or "-", exc.status,
+                               exc.error_type, exc.message)
+            return error_response(exc, rid)
+        resp = ctx.response
+        if access_log:
+            logger.info("{} {} -> {}:{} {} in {:.1f} ms", rid, ctx.requested_model,
+                        ctx.provider.name, ctx.model, resp.status, (time.perf_counter() - ctx.started) * 1e3)
+        if isinstance(resp, BufferedResponse):
+            headers = resp.headers
+            headers["request-id"] = rid
+            return raw(resp.body, status=resp.status, headers=headers, content_type=resp.content_type)
+        return await stream_out(request, resp, rid)
+
+    async def stream_out(request: Request, resp, rid: str):
+        headers = resp.headers
+        headers["request-id"] = rid
+        headers["cache-control"] = "no-cache"
+        try:
+            out = await request.respond(status=resp.status, headers=headers, content_type=resp.content_type)
+            async for chunk in resp.chunks:
+                await out.send(chunk)
+            await out.eof()
+        except asyncio.CancelledError:
+            logger.debug("{} client went away; upstream request cancelled", rid)
+            raise
+        except Exception as exc:  # an unexpected failure mid-stream: tell the client, log the cause
+            logger.opt(exception=exc).error("{} stream failed: {}", rid, type(exc).__name__)
+            try:
+                await out.send(error_event("api_error", "internal error while streaming"))
+                await out.eof()
+            except Exception:
+                pass
+        finally:
+            if resp.close is not None:
+                resp.close()
+        return None
+
+    @app.post("/v1/messages")
+    async def messages(request: Request):
+        return await run_pipeline(request, "messages")
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request):
+        return await run_pipeline(request, "count_tokens")
+
+    @app.get("/health")
+    async def health(request: Request):
+        providers = [p.summary() for p in gateway.providers.values()]
+        return raw(orjson.dumps({
+            "status": "ok",
+            "default_provider": gateway.default_provider,
+            "providers": providers,
+        }), content_type=_JSON)
+
+    catalog = ModelCatalog(gateway)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        return raw(await catalog.listing(request.headers), content_type=_JSON)
+
+    @app.get("/v1/aliases")
+    async def aliases(request: Request):
+        return raw(orjson.dumps({"data": gateway.alias_index.entries()}), content_type=_JSON)
+
+    @app.exception(Exception)
+    async def on_error(request: Request, exc: Exception):
+        if isinstance(exc, GatewayError):
+            return error_response(exc)
+        if isinstance(exc, SanicException):
+            status = exc.status_code or 500
+            message = str(exc) or "request failed"
+            if status == 404:
+                message = f"not found: {request.method} {request.path}"
+            elif status == 405:
+                message = f"method {request.method} not allowed on {request.path}"
+            elif status == 413:
+                message = "request body is too large (limit 32 MB)"
+            return raw(error_body(error_type_for(status), message), status=status, content_type=_JSON)
+        logger.opt(exception=exc).error("unhandled {} on {} {}", type(exc).__name__, request.method, request.path)
+        return raw(error_body("api_error", "internal gateway error"), status=500, content_type=_JSON)
+
+    return app

@@ -1,0 +1,26 @@
+"""OpenTelemetry: a TracerProvider with the OTLP/HTTP exporter when an endpoint is configured
+(``telemetry.otlp_endpoint`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``); otherwise None, and the stage
+runtime runs without span code."""
+from __future__ import annotations
+
+import os
+
+from .compiler import Settings
+
+
+def tracer_provider_for(settings: Settings, environ=None):
+    environ = os.environ if environ is None else environ
+    endpoint = settings.otlp_endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    endpoint = endpoint.rstrip("/")
+    if not endpoint.endswith("/v1/traces"):
+        endpoint += "/v1/traces"
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider

@@ -1,0 +1,90 @@
+"""Real parts for end-to-end tests: the real Sanic gateway and real upstream servers, on
+127.0.0.1, in one event loop on a background thread, so that synchronous clients (the official
+`anthropic` SDK, subprocesses such as the Claude Code CLI) can talk to them from the test."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+
+from engine.compiler import compile_gateway
+from engine.loader import load_spec
+from engine.server import create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveGateway:
+    """``with LiveGateway(spec_text_fn, upstreams={...}) as gw:`` → ``gw.base_url``.
+
+    ``upstreams`` maps a name to an async-context-manager fake (FakeOpenAI, FakeAnthropic...);
+    ``spec`` is a function taking ``{name: base_url}`` and returning the YAML text of one spec
+    file, so a test can point providers at the fakes' ephemeral ports.
+    """
+
+    def __init__(self, spec, upstreams: dict | None = None, tmp_path: Path | None = None,
+                 environ: dict | None = None, tracer_provider=None, timeout: float = 20.0):
+        self.spec = spec
+        self.upstreams = upstreams or {}
+        self.tmp_path = tmp_path
+        self.environ = environ or {}
+        self.tracer_provider = tracer_provider
+        self.timeout = timeout
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.base_url = ""
+        self.gateway = None
+        self._server = None
+
+    def call(self, coro):
+        """Run a coroutine in the servers' loop and wait for it (bounded)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout)
+
+    async def _start(self):
+        urls = {}
+        for name, fake in self.upstreams.items():
+            await fake.__aenter__()
+            urls[name] = fake.base_url
+        spec_dir = self.tmp_path / "specs"
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        (spec_dir / "gateway.yaml").write_text(self.spec(urls))
+        loaded = load_spec(spec_dir, self.environ)
+        self.gateway = compile_gateway(loaded, tracer_provider=self.tracer_provider)
+        app = create_app(self.gateway)
+        port = free_port()
+        self._server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
+                                               access_log=False)
+        await self._server.startup()
+        await self._server.before_start()
+        await self._server.after_start()
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def _stop(self):
+        if self._server is not None:
+            await self._server.before_stop()
+            self._server.close()
+            await self._server.wait_closed()
+            await self._server.after_stop()
+        for fake in self.upstreams.values():
+            await fake.__aexit__(None, None, None)
+
+    def __enter__(self):
+        self.thread.start()
+        try:
+            self.call(self._start())
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)

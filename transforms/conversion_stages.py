@@ -1,0 +1,164 @@
+"""Pipeline stages around the upstream call of an OpenAI-format provider.
+
+``AnthropicToOpenAI`` runs before the ``upstream`` stage (request conversion);
+``OpenAIToAnthropic`` runs after it (response / stream conversion).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, AsyncIterator
+
+import orjson
+
+from engine.pipeline import BufferedResponse, Context, StreamingResponse
+from transforms.anthropic_to_openai import RequestConverter
+from transforms.errors import GatewayError
+from transforms.openai_stream import StreamConverter
+from transforms.openai_to_anthropic import convert_response
+
+log = logging.getLogger("vandamme.conversion")
+
+CHAT_COMPLETIONS_PATH = "/chat/completions"
+
+
+class AnthropicToOpenAI:
+    """ctx.body (Anthropic request) -> ctx.upstream_body (OpenAI chat request, JSON bytes)."""
+
+    name = "anthropic_to_openai"
+    __slots__ = ("converter",)
+
+    def __init__(self, converter: RequestConverter):
+        self.converter = converter
+
+    async def run(self, ctx: Context) -> None:
+        body = ctx.body
+        if body is None:
+            body = orjson.loads(ctx.raw_body)
+            ctx.body = body
+        ctx.upstream_body = orjson.dumps(self.converter.convert(body, ctx.model))
+        if not ctx.upstream_path:
+            ctx.upstream_path = CHAT_COMPLETIONS_PATH
+        stops = body.get("stop_sequences")
+        ctx.attrs["stop_sequences"] = stops if isinstance(stops, list) and stops else None
+
+
+class OpenAIToAnthropic:
+    """ctx.response (OpenAI answer) -> Anthropic answer; streams are converted as they flow."""
+
+    name = "openai_to_anthropic"
+    __slots__ = ("ping_interval",)
+
+    def __init__(self, ping_interval: float = 10.0):
+        self.ping_interval = ping_interval
+
+    async def run(self, ctx: Context) -> None:
+        resp = ctx.response
+        stops = ctx.attrs.get("stop_sequences")
+        model = ctx.requested_model or ctx.model
+        if isinstance(resp, BufferedResponse):
+            if resp.status != 200:
+                return  # already an error answer
+            try:
+                oa = orjson.loads(resp.body)
+            except orjson.JSONDecodeError:
+                raise GatewayError(502, "upstream returned a body that is not JSON") from None
+            message = convert_response(oa, requested_model=model, stop_sequences=stops)
+            ctx.response = BufferedResponse(200, orjson.dumps(message), dict(resp.headers),
+                                            "application/json")
+        elif isinstance(resp, StreamingResponse):
+            if resp.status != 200:
+                return
+            converter = StreamConverter(model, stops)
+            close = CloseOnce(resp.close)
+            ctx.response = StreamingResponse(
+                status=200,
+                chunks=convert_stream(resp.chunks, converter, self.ping_interval, close),
+                headers=dict(resp.headers),
+                content_type="text/event-stream",
+                close=close,
+            )
+
+
+class CloseOnce:
+    """Wraps the upstream ``close`` so the stream's ``finally`` and the server may both call it."""
+
+    __slots__ = ("_close", "_called")
+
+    def __init__(self, close: Any):
+        self._close = close
+        self._called = False
+
+    def __call__(self) -> Any:
+        if self._called or self._close is None:
+            return None
+        self._called = True
+        return self._close()
+
+
+async def _call_close(close: Any) -> None:
+    if close is None:
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # noqa: BLE001 - releasing the upstream must never fail the stream
+        log.debug("closing the upstream stream failed", exc_info=True)
+
+
+async def convert_stream(chunks: AsyncIterator[bytes], converter: StreamConverter,
+                         ping_interval: float | None, close: Any = None) -> AsyncIterator[bytes]:
+    """Feed upstream chunks through ``converter``; yield Anthropic SSE bytes as they come.
+
+    While the upstream is silent for ``ping_interval`` seconds a ping frame is sent. The pending
+    read is kept in one task across pings (never cancelled by the timeout), so no upstream bytes
+    are lost. An upstream exception ends the stream with an ``event: error`` frame."""
+    it = chunks.__aiter__()
+    task: asyncio.Task | None = None
+    try:
+        while True:
+            if task is None:
+                task = asyncio.ensure_future(it.__anext__())
+            if ping_interval:
+                done, _ = await asyncio.wait((task,), timeout=ping_interval)
+                if not done:
+                    yield converter.ping()
+                    continue
+            else:
+                await asyncio.wait((task,))
+            t, task = task, None
+            try:
+                data = t.result()
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                yield converter.error_frame("timeout_error", "upstream stream timed out")
+                return
+            except GatewayError as exc:
+                yield converter.error_frame(exc.error_type, exc.message)
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("upstream stream failed: %s", type(exc).__name__)
+                yield converter.error_frame(
+                    "api_error", f"upstream connection failed mid-stream ({type(exc).__name__})")
+                return
+            out = converter.feed(data)
+            if out:
+                yield out
+            if converter.done:
+                break
+        tail = converter.finish()
+        if tail:
+            yield tail
+    finally:
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001
+                pass
+        await _call_close(close)

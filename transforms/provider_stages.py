@@ -1,0 +1,78 @@
+"""Stages around the provider exchange: `dispatch` (primary target, then fallbacks),
+`azure_deployment` (Azure OpenAI URL shape) and `estimate_tokens` (local count_tokens)."""
+from __future__ import annotations
+
+import orjson
+
+from engine.pipeline import BufferedResponse
+
+from .errors import GatewayError
+from .token_estimate import estimate_tokens
+
+# Upstream answers that another target could do better on. A malformed request (400, 413, 422)
+# fails the same way everywhere, so it is returned at once.
+NO_FALLBACK_STATUSES = frozenset({400, 413, 422})
+
+
+class Dispatch:
+    """Runs the chosen provider's pipeline; when it fails (after its own retries and key
+    failover) and nothing has been sent yet, the route's next fallback target is tried, in the
+    other format if need be. Each target tried is a span ``fallback.attempt``."""
+
+    name = "dispatch"
+    __slots__ = ("tracer",)
+
+    def __init__(self, tracer=None):
+        self.tracer = tracer
+
+    async def run(self, ctx) -> None:
+        targets = ctx.targets or [(ctx.provider, ctx.model)]
+        last = len(targets) - 1
+        for i, (provider, model) in enumerate(targets):
+            ctx.provider, ctx.model = provider, model
+            pipeline = provider.count_pipeline if ctx.endpoint == "count_tokens" else provider.pipeline
+            try:
+                if self.tracer is None or last == 0:
+                    await pipeline.run(ctx)
+                else:
+                    with self.tracer.start_as_current_span("fallback.attempt") as span:
+                        span.set_attributes({"vandamme.target": f"{provider.name}:{model}",
+                                             "vandamme.target_index": i})
+                        await pipeline.run(ctx)
+                ctx.attrs["target_index"] = i
+                return
+            except GatewayError as exc:
+                if i == last or exc.status in NO_FALLBACK_STATUSES:
+                    raise
+                ctx.attrs.setdefault("fallback_errors", []).append(
+                    (provider.name, model, exc.status, exc.error_type))
+                ctx.response = None
+                ctx.upstream_body = None
+                ctx.upstream_path = ""
+                ctx.upstream_headers = {}
+                ctx.api_key = None
+
+
+class AzureDeployment:
+    """Azure OpenAI: /openai/deployments/{deployment}/chat/completions?api-version=...; the
+    deployment is looked up by model name (the model name itself when not listed)."""
+
+    name = "azure_deployment"
+    __slots__ = ("deployments",)
+
+    def __init__(self, deployments: dict[str, str]):
+        self.deployments = deployments
+
+    async def run(self, ctx) -> None:
+        deployment = self.deployments.get(ctx.model, ctx.model)
+        ctx.upstream_path = f"/openai/deployments/{deployment}/chat/completions"
+
+
+class EstimateTokens:
+    """count_tokens for OpenAI-format providers: a local estimate (no upstream call)."""
+
+    name = "estimate_tokens"
+    __slots__ = ()
+
+    async def run(self, ctx) -> None:
+        ctx.response = BufferedResponse(200, orjson.dumps({"input_tokens": estimate_tokens(ctx.body)}))

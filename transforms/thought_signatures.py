@@ -1,0 +1,129 @@
+"""Gemini thought signatures (middleware ``gemini_thought_signatures``).
+
+Gemini's OpenAI-compatible endpoint puts an opaque signature on tool calls
+(``tool_calls[i].extra_content.google.thought_signature``) and, for thinking models, wants it
+back on the same tool calls when the history is sent again. Anthropic clients drop fields they do
+not know, so the gateway keeps them: `capture_thought_signatures` records tool-call id →
+signature from the answers (JSON or stream), `restore_thought_signatures` puts them back on the
+assistant tool calls of the next request. The cache is bounded (size) and entries expire (TTL);
+it is per process (see docs/providers.md for running several replicas).
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import orjson
+
+from engine.pipeline import BufferedResponse, StreamingResponse
+
+
+class SignatureCache:
+    __slots__ = ("ttl", "max_size", "_items")
+
+    def __init__(self, ttl: float = 3600.0, max_size: int = 10000):
+        self.ttl = ttl
+        self.max_size = max_size
+        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, tool_call_id: str, signature: str) -> None:
+        items = self._items
+        items[tool_call_id] = (time.monotonic() + self.ttl, signature)
+        items.move_to_end(tool_call_id)
+        while len(items) > self.max_size:
+            items.popitem(last=False)
+
+    def get(self, tool_call_id: str) -> str | None:
+        hit = self._items.get(tool_call_id)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            del self._items[tool_call_id]
+            return None
+        return hit[1]
+
+
+def _signature(tool_call: dict) -> str | None:
+    extra = tool_call.get("extra_content")
+    if isinstance(extra, dict):
+        google = extra.get("google")
+        if isinstance(google, dict) and isinstance(google.get("thought_signature"), str):
+            return google["thought_signature"]
+    return None
+
+
+class RestoreThoughtSignatures:
+    """Request side: puts cached signatures back on the assistant tool calls being sent."""
+
+    name = "restore_thought_signatures"
+    __slots__ = ("cache",)
+
+    def __init__(self, cache: SignatureCache):
+        self.cache = cache
+
+    async def run(self, ctx) -> None:
+        body = ctx.upstream_body
+        if not len(self.cache) or body is None or b'"tool_calls"' not in body:
+            return
+        data = orjson.loads(body)
+        changed = False
+        for msg in data.get("messages", ()):
+            for call in msg.get("tool_calls") or ():
+                sig = self.cache.get(call.get("id", ""))
+                if sig is not None and _signature(call) is None:
+                    call["extra_content"] = {"google": {"thought_signature": sig}}
+                    changed = True
+        if changed:
+            ctx.upstream_body = orjson.dumps(data)
+
+
+class CaptureThoughtSignatures:
+    """Response side: records the signatures an answer carries, without holding the stream back."""
+
+    name = "capture_thought_signatures"
+    __slots__ = ("cache",)
+
+    def __init__(self, cache: SignatureCache):
+        self.cache = cache
+
+    async def run(self, ctx) -> None:
+        resp = ctx.response
+        if isinstance(resp, BufferedResponse):
+            if resp.status == 200 and b"thought_signature" in resp.body:
+                try:
+                    data = orjson.loads(resp.body)
+                except orjson.JSONDecodeError:
+                    return
+                for choice in data.get("choices") or ():
+                    for call in (choice.get("message") or {}).get("tool_calls") or ():
+                        sig = _signature(call)
+                        if sig and call.get("id"):
+                            self.cache.put(call["id"], sig)
+        elif isinstance(resp, StreamingResponse):
+            resp.chunks = self._watch(resp.chunks)
+
+    async def _watch(self, chunks):
+        ids: dict[int, str] = {}  # tool call index -> id, for signatures that come without the id
+        pending = b""
+        async for chunk in chunks:
+            yield chunk
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:") or b'"tool_calls"' not in line:
+                    continue
+                try:
+                    event = orjson.loads(line[5:])
+                except orjson.JSONDecodeError:
+                    continue
+                for choice in event.get("choices") or ():
+                    for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                        index = call.get("index", 0)
+                        if call.get("id"):
+                            ids[index] = call["id"]
+                        sig = _signature(call)
+                        if sig and ids.get(index):
+                            self.cache.put(ids[index], sig)
