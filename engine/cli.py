@@ -138,12 +138,12 @@ def cmd_run(args) -> int:
                         "passthrough key" if p.passthrough else f"{p.key_count} key(s)")
     logger.info("vandamme listening on http://{}:{} ({} worker{})", host, port, workers, "s" if workers > 1 else "")
     if workers == 1:
-        app.run(host=host, port=port, single_process=True, access_log=s.access_log, motd=False)
+        app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
         return EXIT_OK
     Sanic._app_registry.pop(app.name, None)
     loader = AppLoader(factory=functools.partial(build_app_from_dir, args.dir))
     app = loader.load()
-    app.prepare(host=host, port=port, workers=workers, access_log=s.access_log, motd=False)
+    app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
     Sanic.serve(primary=app, app_loader=loader)
     return EXIT_OK
 

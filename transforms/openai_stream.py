@@ -95,7 +95,7 @@ class StreamConverter:
                  message_id: str | None = None):
         self.model = requested_model
         self.stop_sequences = stop_sequences or None
-        self.message_id = message_id or _message_id(None)
+        self.message_id = message_id  # None: derived from the first upstream chunk's id
         self._buf = bytearray()        # incomplete line
         self._pending: list[bytes] = []  # data lines of an event not yet parsed
         self._started = False
@@ -111,9 +111,15 @@ class StreamConverter:
         self._finish: str | None = None
         self._finish_choice: dict | None = None
         self._usage: dict | None = None
+        self._start_frame: bytes | None = None
+        if message_id:
+            self._build_start(message_id)
+
+    def _build_start(self, message_id: str) -> None:
+        self.message_id = message_id
         self._start_frame = _frame(b"message_start", {"type": "message_start", "message": {
-            "id": self.message_id, "type": "message", "role": "assistant",
-            "model": requested_model, "content": [], "stop_reason": None,
+            "id": message_id, "type": "message", "role": "assistant",
+            "model": self.model, "content": [], "stop_reason": None,
             "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
@@ -218,6 +224,8 @@ class StreamConverter:
             return
         if not self._started:
             self._started = True
+            if self._start_frame is None:
+                self._build_start(_message_id(obj.get("id")))
             out.append(self._start_frame)
         usage = obj.get("usage")
         if usage:
@@ -380,8 +388,15 @@ class StreamConverter:
             return
         if not self._started:
             self._started = True
+            if self._start_frame is None:
+                self._build_start(_message_id(None))
             out.append(self._start_frame)
         self._close_blocks(out)
+        if self._next_index == 0:
+            # an empty answer is one empty text block, as in convert_response
+            out.append(_block_start(0, {"type": "text", "text": ""}))
+            out.append(_block_stop(0))
+            self._next_index = 1
         reason, sequence = _stop_reason(self._finish, self._finish_choice, self.stop_sequences)
         if reason is None:  # upstream ended without a finish_reason
             reason = "tool_use" if self._any_tool else "end_turn"

@@ -157,7 +157,7 @@ def convert_response(oa: dict, *, requested_model: str,
     refusal = msg.get("refusal")
     if not text and isinstance(refusal, str) and refusal:
         text = refusal
-    if isinstance(text, str) and (text or not calls):
+    if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
 
     for call in calls:
@@ -167,6 +167,10 @@ def convert_response(oa: dict, *, requested_model: str,
         name = fn.get("name") if isinstance(fn.get("name"), str) else ""
         content.append({"type": "tool_use", "id": tool_use_id(call.get("id")), "name": name,
                         "input": parse_arguments(fn.get("arguments"), name)})
+
+    if not content and not calls:
+        # never an empty content list: an empty answer is one empty text block (same in streams)
+        content.append({"type": "text", "text": ""})
 
     finish = choice.get("finish_reason")
     reason, sequence = stop_reason(finish, choice, stop_sequences)
