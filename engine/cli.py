@@ -89,13 +89,27 @@ def cmd_explain(args) -> int:
     except SpecErrors as exc:
         _print_errors(exc.errors, "text")
         return EXIT_INVALID
-    active = {n for n, p in gw.providers.items() if p.active}
+    inactive = sorted(n for n, p in gw.providers.items() if not p.active)
+    # By default explain the spec as declared (every provider counted as configured), which is
+    # what CI without secrets wants to check; --live uses the keys of this environment.
+    active = {n for n, p in gw.providers.items() if p.active} if args.live else None
     kwargs = dict(headers=headers, tokens=args.tokens, active=active, pipelines=gw.pipelines())
     if args.format == "json":
-        print(orjson.dumps(explain_json(loaded.data, loaded.sources, args.model, **kwargs),
-                           option=orjson.OPT_INDENT_2).decode())
+        out = explain_json(loaded.data, loaded.sources, args.model, **kwargs)
+        out["mode"] = "live" if args.live else "as-declared"
+        out["inactive_providers"] = inactive
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    if args.live:
+        sys.stdout.write("mode: live (providers without a key in this environment are skipped)\n")
     else:
-        sys.stdout.write(explain(loaded.data, loaded.sources, args.model, **kwargs))
+        sys.stdout.write("mode: as declared (every provider counted as configured; --live uses this "
+                         "environment's keys)\n")
+    sys.stdout.write(explain(loaded.data, loaded.sources, args.model, **kwargs))
+    final = explain_json(loaded.data, loaded.sources, args.model, **kwargs)["final"]["provider"]
+    if not args.live and final in inactive:
+        p = gw.providers[final]
+        sys.stdout.write(f"note: provider '{final}' is inactive here ({p.inactive_reason})\n")
     return EXIT_OK
 
 
@@ -182,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--header", action="append", metavar="K=V", help="a request header (repeatable)")
     ex.add_argument("--tokens", type=int, help="assume this many input tokens")
     ex.add_argument("--format", choices=["text", "json"], default="text")
+    ex.add_argument("--live", action="store_true",
+                    help="resolve with the providers active in this environment (default: as declared)")
     ex.set_defaults(func=cmd_explain)
     return ap
 

@@ -60,3 +60,43 @@ def test_graph_text_and_dot():
     assert "anthropic_to_openai -> upstream -> openai_to_anthropic" in r.stdout
     r = run("graph", "specs/", "--format", "dot")
     assert r.returncode == 0 and r.stdout.startswith("digraph vandamme {")
+
+
+def test_explain_names_the_default_fallback_alias_target():
+    r = run("explain", "claude-3-5-haiku-20241022", "specs/")
+    assert r.returncode == 0, r.stderr
+    assert "substring_alias 'haiku'" in r.stdout
+    assert "provider: openai" in r.stdout and "model:    gpt-4o-mini" in r.stdout
+    assert "select_key -> render_headers -> anthropic_to_openai" in r.stdout
+
+
+def test_explain_live_skips_providers_without_keys():
+    r = run("explain", "claude-3-5-haiku-20241022", "specs/", "--live", "--format", "json",
+            env={"ANTHROPIC_API_KEY": "k", "VDM_DEFAULT_PROVIDER": "anthropic"})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["final"] == {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "format": "anthropic",
+                            "base_url": "https://api.anthropic.com"}
+    assert "openai" in out["inactive_providers"]
+
+
+def test_explain_route_with_header_and_tokens(tmp_path):
+    (tmp_path / "a.yaml").write_text("""
+version: 1
+default_provider: o
+providers:
+  o: {format: openai, base_url: "http://127.0.0.1:1/v1", api_keys: [k]}
+  a: {format: anthropic, base_url: "http://127.0.0.1:2", api_keys: [k]}
+routes:
+  - name: long
+    match: {min_input_tokens: 1000}
+    to: "a:claude-big"
+  - name: team
+    match: {headers: {x-team: "research*"}}
+    to: "o:gpt-research"
+""")
+    r = run("explain", "anything", str(tmp_path), "--tokens", "5000")
+    assert "MATCHED -> a:claude-big" in r.stdout
+    r = run("explain", "anything", str(tmp_path), "--header", "x-team=research-1")
+    assert "MATCHED -> o:gpt-research" in r.stdout and "provider: o" in r.stdout
+    assert run("explain", "x", str(tmp_path), "--header", "novalue").returncode == 2
