@@ -273,8 +273,16 @@ def test_unknown_assistant_block_rejected():
 
 def test_unknown_role_rejected():
     with pytest.raises(GatewayError) as e:
-        conv({"messages": [{"role": "system", "content": "x"}]})
+        conv({"messages": [{"role": "tool", "content": "x"}]})
     assert "messages[0].role" in e.value.message
+
+
+def test_system_messages_inside_messages_stay_in_place():
+    # current Claude Code sends mid-conversation context as role "system" messages
+    out = conv({"system": "top", "messages": [user("a"), {"role": "system", "content": [
+        {"type": "text", "text": "ctx one"}, {"type": "text", "text": "ctx two"}]}, user("b")]})
+    assert [m["role"] for m in out["messages"]] == ["system", "user", "system", "user"]
+    assert out["messages"][2]["content"] == "ctx one\n\nctx two"
 
 
 # ------------------------------------------------------------------ parameters

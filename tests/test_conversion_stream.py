@@ -334,8 +334,18 @@ async def test_ping_during_upstream_silence():
     events = parse_sse(out)
     pings = [d for _, d in events if d["type"] == "ping"]
     assert len(pings) >= 2
+    check_grammar(events)
     assert assemble(out)["content"] == [{"type": "text", "text": "late"}]
     assert closed == [1]
+
+
+async def test_ping_before_first_upstream_byte_follows_message_start():
+    raw = stream_bytes(Reply(text="slow start"))
+    out = await collect(convert_stream(agen([raw], delays=[0.25]), StreamConverter("m"), 0.1))
+    events = parse_sse(out)
+    assert [d["type"] for _, d in events[:2]] == ["message_start", "ping"]
+    check_grammar(events)
+    assert assemble(out)["content"] == [{"type": "text", "text": "slow start"}]
 
 
 async def test_mid_stream_exception_gives_error_frame_and_closes():
@@ -484,3 +494,61 @@ async def test_fake_upstream_non_stream_and_errors():
         assert r.status == 401
         assert fake.requests[0]["headers"]["Authorization"] == "Bearer sk-test"
         assert fake.requests[0]["path"] == "/v1/chat/completions"
+
+
+async def test_response_stage_drops_body_headers():
+    ctx = ctx_for(BODY)
+    ctx.response = BufferedResponse(200, orjson.dumps(build_completion(
+        Reply(text="Hey"), "gpt-4o", "chatcmpl-1", 1)),
+        {"Content-Length": "999", "Content-Encoding": "gzip", "x-request-id": "abc"})
+    await OpenAIToAnthropic().run(ctx)
+    assert ctx.response.headers == {"x-request-id": "abc"}
+
+
+def test_anthropic_sdk_accepts_converted_stream_and_message():
+    """The official SDK parses our stream and our non-stream message."""
+    import anthropic
+    try:  # recent SDKs are built on httpx2, older ones on httpx
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+
+    reply = Reply(text="Hi!", reasoning="think", cached_tokens=2,
+                  tool_calls=[ToolCall("get_weather", {"city": "Paris"})])
+    sse = run(stream_bytes(reply), 13)
+    message = equivalent(reply)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if orjson.loads(request.content).get("stream"):
+            return httpx.Response(200, content=sse,
+                                  headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=orjson.dumps(message),
+                              headers={"content-type": "application/json"})
+
+    client = anthropic.Anthropic(api_key="x", base_url="http://gw",
+                                 http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    kwargs = {"model": "claude-sonnet", "max_tokens": 10,
+              "messages": [{"role": "user", "content": "Hi"}]}
+    with client.messages.stream(**kwargs) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert "".join(texts) == "Hi!"
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
+    assert final.content[2].input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+    assert final.usage.input_tokens == 10 and final.usage.cache_read_input_tokens == 2
+    assert final.usage.output_tokens == 7
+    plain = client.messages.create(**kwargs)
+    assert plain.model_dump(exclude_none=True)["content"] == final.model_dump(
+        exclude_none=True)["content"]
+
+
+def test_every_slice_size_up_to_whole_stream():
+    reply = Reply(text="Añb😀", reasoning="r", tool_calls=[ToolCall("f", {"k": "vé"})],
+                  fragment_size=2)
+    raw = stream_bytes(reply)
+    reference = run(raw)
+    check_grammar(parse_sse(reference))
+    same_message(assemble(reference), equivalent(reply))
+    for size in range(1, len(raw) + 1):
+        assert run(raw, size) == reference

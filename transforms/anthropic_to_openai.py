@@ -20,7 +20,8 @@ REASONING_MEDIUM_BELOW = 16384
 TOOL_ERROR_PREFIX = "Error: "
 TOOL_IMAGE_PLACEHOLDER = "[the tool result's image(s) follow in the next user message]"
 
-_ROLES = ("user", "assistant")
+# "system" messages inside `messages` are sent by current Claude Code (mid-conversation context).
+_ROLES = ("user", "assistant", "system")
 
 
 def reasoning_effort(budget_tokens: Any) -> str:
@@ -71,7 +72,8 @@ def validate_request(body: Any) -> None:
             raise invalid_request(f"messages[{i}]: must be an object")
         role = msg.get("role")
         if role not in _ROLES:
-            raise invalid_request(f"messages[{i}].role: must be 'user' or 'assistant', got {role!r}")
+            raise invalid_request(
+                f"messages[{i}].role: must be 'user', 'assistant' or 'system', got {role!r}")
         if "content" not in msg:
             raise invalid_request(f"messages[{i}].content: field required")
         content = msg["content"]
@@ -117,10 +119,9 @@ def validate_request(body: Any) -> None:
             raise invalid_request("tool_choice: type must be one of auto, any, tool, none")
         if tc["type"] == "tool" and not isinstance(tc.get("name"), str):
             raise invalid_request("tool_choice.name: field required for type 'tool'")
-    if "metadata" in body and body["metadata"] is not None and not isinstance(body["metadata"], dict):
-        raise invalid_request("metadata: must be an object")
-    if "thinking" in body and body["thinking"] is not None and not isinstance(body["thinking"], dict):
-        raise invalid_request("thinking: must be an object")
+    for key in ("metadata", "thinking"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise invalid_request(f"{key}: must be an object")
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +371,10 @@ class RequestConverter:
                 _convert_user(content, i, messages)
             elif role == "assistant":
                 _convert_assistant(content, i, messages)
+            elif role == "system":
+                text = _system_text(content)
+                if text:
+                    messages.append({"role": "system", "content": text})
             else:
                 raise invalid_request(f"messages[{i}].role: unsupported role {role!r}")
 

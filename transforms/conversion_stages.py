@@ -22,6 +22,14 @@ log = logging.getLogger("vandamme.conversion")
 
 CHAT_COMPLETIONS_PATH = "/chat/completions"
 
+# upstream headers that describe the upstream body, not the converted one
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding",
+                           "content-type", "connection", "keep-alive"})
+
+
+def _kept_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+
 
 class AnthropicToOpenAI:
     """ctx.body (Anthropic request) -> ctx.upstream_body (OpenAI chat request, JSON bytes)."""
@@ -65,8 +73,8 @@ class OpenAIToAnthropic:
             except orjson.JSONDecodeError:
                 raise GatewayError(502, "upstream returned a body that is not JSON") from None
             message = convert_response(oa, requested_model=model, stop_sequences=stops)
-            ctx.response = BufferedResponse(200, orjson.dumps(message), dict(resp.headers),
-                                            "application/json")
+            ctx.response = BufferedResponse(200, orjson.dumps(message),
+                                            _kept_headers(resp.headers), "application/json")
         elif isinstance(resp, StreamingResponse):
             if resp.status != 200:
                 return
@@ -75,7 +83,7 @@ class OpenAIToAnthropic:
             ctx.response = StreamingResponse(
                 status=200,
                 chunks=convert_stream(resp.chunks, converter, self.ping_interval, close),
-                headers=dict(resp.headers),
+                headers=_kept_headers(resp.headers),
                 content_type="text/event-stream",
                 close=close,
             )
@@ -124,7 +132,9 @@ async def convert_stream(chunks: AsyncIterator[bytes], converter: StreamConverte
             if ping_interval:
                 done, _ = await asyncio.wait((task,), timeout=ping_interval)
                 if not done:
-                    yield converter.ping()
+                    frame = converter.keepalive()
+                    if frame:
+                        yield frame
                     continue
             else:
                 await asyncio.wait((task,))

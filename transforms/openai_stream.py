@@ -88,7 +88,7 @@ class StreamConverter:
     __slots__ = (
         "model", "stop_sequences", "message_id", "_buf", "_pending", "_started", "_done",
         "_next_index", "_kind", "_index", "_prefix", "_tools", "_tool_order", "_cur_tool",
-        "_finish", "_finish_choice", "_usage", "_start_frame", "_any_tool",
+        "_finish", "_finish_choice", "_usage", "_start_frame", "_any_tool", "_opened",
     )
 
     def __init__(self, requested_model: str, stop_sequences: list[str] | None = None,
@@ -108,6 +108,7 @@ class StreamConverter:
         self._tool_order: list[_ToolCall] = []
         self._cur_tool: _ToolCall | None = None  # the call whose block is open
         self._any_tool = False
+        self._opened = 0  # tool calls in _tool_order whose block has been opened (a prefix)
         self._finish: str | None = None
         self._finish_choice: dict | None = None
         self._usage: dict | None = None
@@ -201,6 +202,16 @@ class StreamConverter:
     def ping() -> bytes:
         return PING
 
+    def keepalive(self) -> bytes:
+        """What to send while the upstream is silent: a ping, preceded by ``message_start`` if
+        nothing was sent yet (Anthropic streams always begin with ``message_start``)."""
+        if self._started or self._done:
+            return b"" if self._done else PING
+        self._started = True
+        if self._start_frame is None:
+            self._build_start(_message_id(None))
+        return self._start_frame + PING
+
     # ---------------------------------------------------------------- parsing
 
     def _dispatch(self, payload: bytes, out: list[bytes]) -> None:
@@ -231,13 +242,13 @@ class StreamConverter:
         if usage:
             self._usage = usage
         choices = obj.get("choices")
-        if not choices:
+        if not choices or not isinstance(choices, list):
             return
         choice = choices[0]
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
             return
         delta = choice.get("delta")
-        if delta:
+        if delta and isinstance(delta, dict):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and isinstance(reasoning, str):
                 if self._kind != _THINKING:
@@ -262,7 +273,7 @@ class StreamConverter:
             if isinstance(fc, dict):
                 self._tool_fragment({"index": "function_call", "function": fc}, out)
         finish = choice.get("finish_reason")
-        if finish:
+        if finish and isinstance(finish, str):
             self._finish = finish
             self._finish_choice = choice
             self._close_blocks(out)
@@ -317,6 +328,7 @@ class StreamConverter:
         self._kind = _TOOL
         self._index = index
         self._cur_tool = call
+        self._opened += 1
         call.block = index
         if not call.id:
             call.id = "toolu_" + random_hex()
@@ -332,10 +344,18 @@ class StreamConverter:
     def _tool_fragment(self, tc: dict, out: list[bytes]) -> None:
         self._any_tool = True
         key = tc.get("index")
+        if not isinstance(key, (int, str)):
+            key = None
         tid = tc.get("id")
+        if not isinstance(tid, str):
+            tid = None
         fn = tc.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-        args = fn.get("arguments") if isinstance(fn, dict) else None
+        if not isinstance(fn, dict):
+            fn = {}
+        name = fn.get("name")
+        if not isinstance(name, str):
+            name = None
+        args = fn.get("arguments")
         if key is None:
             # providers that omit the index: a new id starts a call, no id continues the last
             if tid:
@@ -365,23 +385,33 @@ class StreamConverter:
             if args and isinstance(args, str):
                 call.parts.append(args)
                 out.append(self._prefix + _dumps(args) + _DELTA_SUFFIX)
+                if self._opened < len(self._tool_order):
+                    self._advance(out)  # calls are waiting: open the next one when complete
             return
         if args and isinstance(args, str):
             call.parts.append(args)
-        if call.name is None:
-            return  # cannot open a tool_use block without its name yet
-        cur = self._cur_tool
-        if cur is None or _complete_json(cur.parts):
-            # switch: the open tool call's arguments are complete (or no tool block is open)
-            self._open_tool(call, out)
+        self._advance(out)
+
+    def _advance(self, out: list[bytes]) -> None:
+        """Open buffered tool calls, in order of appearance, while the open tool call's
+        arguments are complete JSON (or no tool block is open)."""
+        order = self._tool_order
+        while self._opened < len(order):
+            cur = self._cur_tool
+            if cur is not None and not _complete_json(cur.parts):
+                return
+            nxt = order[self._opened]
+            if nxt.name is None:
+                return  # cannot open a tool_use block before its name is known
+            self._open_tool(nxt, out)
 
     def _close_blocks(self, out: list[bytes]) -> None:
         """Close the open block and emit the calls still buffered, in order of appearance."""
         self._close_current(out)
-        for call in self._tool_order:
-            if call.block is None:
-                self._open_tool(call, out)
-                self._close_current(out)
+        order = self._tool_order
+        while self._opened < len(order):
+            self._open_tool(order[self._opened], out)
+            self._close_current(out)
 
     def _close_all(self, out: list[bytes]) -> None:
         if self._done:
