@@ -4,13 +4,27 @@ from __future__ import annotations
 from .compiler import Gateway
 
 
+def _chain(pipeline) -> str:
+    """Stage names in order; a stage with a ``detail`` shows it in brackets."""
+    return " -> ".join(f"{s.name}[{s.detail}]" if getattr(s, "detail", None) else s.name
+                       for s in pipeline.stages)
+
+
 def graph_text(gw: Gateway) -> str:
-    lines = [f"front: {' -> '.join(gw.front.stage_names)}"]
+    lines = [f"front: {' -> '.join(gw.front.stage_names)}",
+             f"  {_chain(gw.front)}"]
+    routes = gw.router.routes
+    if routes:
+        lines.append("routes (first match wins):")
+        for r in routes:
+            fb = ", ".join(f"{t.provider}:{t.model}" for _, t in r.fallbacks)
+            lines.append(f"  [{r.index}] {r.name}: -> {r.target.provider}:{r.target.model}"
+                         + (f", fallbacks: {fb}" if fb else ""))
     for p in gw.providers.values():
         state = "active" if p.active else f"inactive: {p.inactive_reason}"
         lines.append(f"provider {p.name} (format {p.format}, {p.base_url}, {state})")
-        lines.append(f"  messages:     {' -> '.join(p.pipeline.stage_names)}")
-        lines.append(f"  count_tokens: {' -> '.join(p.count_pipeline.stage_names)}")
+        lines.append(f"  messages:     {_chain(p.pipeline)}")
+        lines.append(f"  count_tokens: {_chain(p.count_pipeline)}")
     return "\n".join(lines) + "\n"
 
 

@@ -57,7 +57,10 @@ def test_graph_text_and_dot():
     r = run("graph", "specs/", env={"OPENAI_API_KEY": "k"})
     assert r.returncode == 0, r.stderr
     assert "front: parse -> validate -> resolve_target -> dispatch" in r.stdout
-    assert "anthropic_to_openai -> upstream -> openai_to_anthropic" in r.stdout
+    assert "select_key[round robin over 1 key]" in r.stdout  # the key stage
+    assert "upstream[retries=2 with backoff, key failover on 401/403/429]" in r.stdout  # retry stage
+    assert "dispatch[primary target, then the route's fallbacks]" in r.stdout  # fallback stage
+    assert "anthropic_to_openai -> upstream" in r.stdout
     r = run("graph", "specs/", "--format", "dot")
     assert r.returncode == 0 and r.stdout.startswith("digraph vandamme {")
 

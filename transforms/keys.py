@@ -76,6 +76,14 @@ class SelectKey:
         self.passthrough = passthrough
         self.requires_key = requires_key
 
+    @property
+    def detail(self) -> str:
+        if self.passthrough:
+            return "client key (!PASSTHRU)"
+        if self.ring is None or not len(self.ring):
+            return "no key" if not self.requires_key else "no key configured"
+        return f"round robin over {len(self.ring)} key{'s' if len(self.ring) != 1 else ''}"
+
     async def run(self, ctx) -> None:
         if self.passthrough:
             key = client_key(ctx.headers)

@@ -22,6 +22,8 @@ class Dispatch:
     name = "dispatch"
     __slots__ = ("tracer",)
 
+    detail = "primary target, then the route's fallbacks"
+
     def __init__(self, tracer=None):
         self.tracer = tracer
 

@@ -109,7 +109,7 @@ class CaptureThoughtSignatures:
         ids: dict[int, str] = {}  # tool call index -> id, for signatures that come without the id
         pending = b""
         async for chunk in chunks:
-            yield chunk
+            # look before passing the chunk on: the consumer may stop at the last one
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -127,3 +127,4 @@ class CaptureThoughtSignatures:
                         sig = _signature(call)
                         if sig and ids.get(index):
                             self.cache.put(ids[index], sig)
+            yield chunk

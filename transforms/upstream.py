@@ -48,6 +48,10 @@ class Upstream:
         self.tracer = tracer
         self.passthrough_stream = passthrough_stream
 
+    @property
+    def detail(self) -> str:
+        return f"retries={self.max_retries} with backoff, key failover on 401/403/429"
+
     async def run(self, ctx) -> None:
         provider = self.provider
         url = provider.base_url + ctx.upstream_path

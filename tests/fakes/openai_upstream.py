@@ -34,6 +34,7 @@ class ToolCall:
     name: str
     arguments: str | dict = "{}"  # a dict is JSON-encoded; a str is sent as is (may be invalid)
     id: str | None = None
+    extra_content: dict | None = None  # e.g. Gemini's {"google": {"thought_signature": "..."}}
 
     @property
     def arguments_text(self) -> str:
@@ -132,7 +133,8 @@ def build_completion(reply: Reply, model: str, cid: str, created: int) -> dict:
     if reply.tool_calls:
         message["tool_calls"] = [
             {"id": _call_id(reply, i, c), "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments_text}}
+             "function": {"name": c.name, "arguments": c.arguments_text},
+             **({"extra_content": c.extra_content} if c.extra_content else {})}
             for i, c in enumerate(reply.tool_calls)]
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}
     choice.update(reply.choice_extra)
@@ -166,9 +168,11 @@ def build_chunks(reply: Reply, model: str, cid: str, created: int,
         for i, call in enumerate(reply.tool_calls):
             points = reply.fragment_splits[i] if reply.fragment_splits else None
             frags = _split(call.arguments_text, reply.fragment_size, points)
-            events = [{"tool_calls": [{"index": i, "id": _call_id(reply, i, call),
-                                       "type": "function",
-                                       "function": {"name": call.name, "arguments": ""}}]}]
+            first = {"index": i, "id": _call_id(reply, i, call), "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}
+            if call.extra_content:
+                first["extra_content"] = call.extra_content
+            events = [{"tool_calls": [first]}]
             events += [{"tool_calls": [{"index": i, "function": {"arguments": f}}]}
                        for f in frags if f]
             per_call.append(events)
@@ -245,7 +249,7 @@ class FakeOpenAI:
     # ------------------------------------------------------------------ handlers
 
     def _record(self, request: web.Request, body: Any) -> None:
-        self.requests.append({"path": request.path, "method": request.method,
+        self.requests.append({"path": request.path, "method": request.method, "query": dict(request.query),
                               "headers": dict(request.headers), "json": body})
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
