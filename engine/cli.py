@@ -51,14 +51,15 @@ def cmd_validate(args) -> int:
 
 def cmd_config_show(args) -> int:
     from .config_show import render_config
-    from .loader import load_spec
 
     try:
-        loaded = load_spec(args.dir)
+        loaded, gw = _load_and_compile(args.dir)
     except SpecErrors as exc:
         _print_errors(exc.errors, "text")
         return EXIT_INVALID
-    sys.stdout.write(render_config(loaded))
+    status = {name: ("active" if p.active else f"inactive: {p.inactive_reason}")
+              for name, p in gw.providers.items()}
+    sys.stdout.write(render_config(loaded, status))
     return EXIT_OK
 
 

@@ -7,21 +7,17 @@ shorter ones show ``****``. ``!PASSTHRU`` is shown as it is.
 from __future__ import annotations
 
 import io
-import json
-import re
-from typing import Any
+from typing import Any, Mapping
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from .loader import PASSTHRU, LoadedSpec
 from .sources import Path, SourceMap
 from .validation import is_secret_path
 
 __all__ = ["render_config", "mask_secret"]
-
-_PLAIN_RE = re.compile(r"^[A-Za-z0-9_./@$(][A-Za-z0-9_ ./@:$()+=,-]*$")
-
 
 def mask_secret(value: Any) -> str:
     text = str(value)
@@ -32,70 +28,56 @@ def mask_secret(value: Any) -> str:
     return "****"
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value)
-    if _PLAIN_RE.match(text) and not text.endswith((" ", ":")) and ": " not in text and " #" not in text:
-        try:
-            loaded = YAML(typ="safe", pure=True).load(io.StringIO(f"k: {text}\n"))
-            if isinstance(loaded, dict) and loaded.get("k") == text and type(loaded.get("k")) is str:
-                return text
-        except YAMLError:
-            pass
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid double-quoted YAML scalar
-
-
-class _Writer:
-    def __init__(self, sources: SourceMap):
-        self.sources = sources
-        self.lines: list[str] = []
-
-    def leaf(self, prefix: str, value: Any, path: Path) -> None:
-        if isinstance(value, dict):
-            text = "{}"
-        elif isinstance(value, list):
-            text = "[]"
-        elif is_secret_path(path) and value is not None:
-            text = _scalar(mask_secret(value))
-        else:
-            text = _scalar(value)
-        self.lines.append(f"{prefix}{text}  # {self.sources.nearest(path).short}")
-
-    def mapping(self, data: dict, path: Path, indent: str, first_prefix: str | None = None) -> None:
-        for n, (key, value) in enumerate(data.items()):
-            prefix = (first_prefix if (n == 0 and first_prefix is not None) else indent)
+def _annotated(value: Any, path: Path, sources: SourceMap, notes: Mapping[Path, str]) -> Any:
+    """Plain data → ruamel.yaml commented nodes: each leaf gets an end-of-line ``# source``."""
+    if isinstance(value, dict) and value:
+        node = CommentedMap()
+        for key, item in value.items():
             sub = path + (key,)
-            head = f"{prefix}{_scalar(key)}:"
-            if isinstance(value, dict) and value:
-                self.lines.append(head)
-                self.mapping(value, sub, indent + "  ")
-            elif isinstance(value, list) and value:
-                self.lines.append(head)
-                self.sequence(value, sub, indent + "  ")
-            else:
-                self.leaf(head + " ", value, sub)
-
-    def sequence(self, items: list, path: Path, indent: str) -> None:
-        for i, value in enumerate(items):
+            node[key] = _annotated(item, sub, sources, notes)
+            if not _is_branch(item):
+                node.yaml_add_eol_comment("# " + _comment(sub, sources, notes), key, column=0)
+            elif sub in notes:
+                node.yaml_add_eol_comment("# " + notes[sub], key, column=0)
+        return node
+    if isinstance(value, list) and value:
+        seq = CommentedSeq()
+        for i, item in enumerate(value):
             sub = path + (i,)
-            if isinstance(value, dict) and value:
-                self.mapping(value, sub, indent + "  ", first_prefix=indent + "- ")
-            elif isinstance(value, list) and value:
-                self.lines.append(f"{indent}-")
-                self.sequence(value, sub, indent + "  ")
-            else:
-                self.leaf(f"{indent}- ", value, sub)
+            seq.append(_annotated(item, sub, sources, notes))
+            if not _is_branch(item):
+                seq.yaml_add_eol_comment("# " + _comment(sub, sources, notes), i, column=0)
+        return seq
+    if isinstance(value, dict):
+        return CommentedMap()
+    if isinstance(value, list):
+        return CommentedSeq()
+    if is_secret_path(path) and value is not None:
+        return DoubleQuotedScalarString(mask_secret(value))
+    return value
 
 
-def render_config(loaded: LoadedSpec) -> str:
-    """The effective spec as YAML with ``# source`` comments and secrets masked."""
-    w = _Writer(loaded.sources)
+def _is_branch(value: Any) -> bool:
+    return isinstance(value, (dict, list)) and bool(value)
+
+
+def _comment(path: Path, sources: SourceMap, notes: Mapping[Path, str]) -> str:
+    text = sources.nearest(path).short
+    return f"{text}; {notes[path]}" if path in notes else text
+
+
+def render_config(loaded: LoadedSpec, provider_status: Mapping[str, str] | None = None) -> str:
+    """The effective spec as YAML with ``# source`` comments and secrets masked.
+    ``provider_status`` (name → e.g. "inactive: no API key: set GROQ_API_KEY") annotates providers."""
+    notes = {("providers", name): text for name, text in (provider_status or {}).items()}
+    tree = _annotated(loaded.data, (), loaded.sources, notes)
+    yaml = YAML()
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
     files = ", ".join(loaded.files) if loaded.files else "(none)"
-    w.lines.append(f"# effective spec from: {files}")
-    w.mapping(loaded.data, (), "")
-    return "\n".join(w.lines) + "\n"
+    out.write(f"# effective spec from: {files}\n")
+    yaml.dump(tree, out)
+    return out.getvalue()

@@ -103,3 +103,12 @@ routes:
     r = run("explain", "anything", str(tmp_path), "--header", "x-team=research-1")
     assert "MATCHED -> o:gpt-research" in r.stdout and "provider: o" in r.stdout
     assert run("explain", "x", str(tmp_path), "--header", "novalue").returncode == 2
+
+
+def test_config_show_says_which_presets_are_inactive():
+    r = run("config", "show", "specs/", env={"GROQ_API_KEY": "gsk-0123456789abcdef"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(ln.strip().startswith("groq:") and "# active" in ln for ln in lines)
+    assert any(ln.strip().startswith("openai:") and "inactive: no API key: set OPENAI_API_KEY" in ln for ln in lines)
+    assert "gsk-0123456789abcdef" not in r.stdout and "****cdef" in r.stdout
