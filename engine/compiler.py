@@ -22,7 +22,7 @@ from transforms.headers import HeaderTemplateError, RenderHeaders
 from transforms.keys import PASSTHRU, KeyRing, SelectKey
 from transforms.passthrough import PassthroughBody
 from transforms.provider_stages import AzureDeployment, Dispatch, EstimateTokens
-from transforms.request_stages import Parse, Validate
+from transforms.request_stages import DecodeBody, Parse, Validate
 from transforms.resolve_stage import ResolveTarget
 from transforms.routing import Router
 from transforms.thought_signatures import CaptureThoughtSignatures, RestoreThoughtSignatures, SignatureCache
@@ -220,7 +220,7 @@ def _provider_stages(p: Provider, data: dict, settings: Settings, tracer, errors
     limit = spec.get("max_tokens_limit", settings.max_tokens_limit)
     converter = RequestConverter(max_tokens_limit=limit, allow_top_k=bool(spec.get("allow_top_k", False)),
                                  reasoning=bool(spec.get("reasoning", False)))
-    stages = [select, headers]
+    stages = [DecodeBody(), select, headers]
     if spec.get("api_style") == "azure":
         stages.append(AzureDeployment(dict(spec.get("deployments") or {})))
     stages.append(AnthropicToOpenAI(converter))

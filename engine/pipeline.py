@@ -46,7 +46,8 @@ class Context:
     headers: Any  # inbound request headers (case-insensitive mapping)
     endpoint: str = "messages"  # messages | count_tokens
     started: float = field(default_factory=time.perf_counter)
-    body: dict | None = None  # parsed Anthropic request
+    head: Any = None  # the request's top-level fields (transforms.request_stages.RequestHead)
+    body: dict | None = None  # the whole Anthropic request, decoded only where a stage needs it
     requested_model: str = ""  # the model string the client sent
     stream: bool = False
     provider: Any = None  # engine.compiler.Provider chosen for this attempt

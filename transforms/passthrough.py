@@ -6,22 +6,30 @@ import re
 
 import orjson
 
-_MODEL_KEY = re.compile(rb'"model"\s*:\s*"')
+from .request_stages import full_body
+
+_FIRST_KEY_MODEL = re.compile(rb'\s*\{\s*"model"\s*:\s*')
+_COLON = re.compile(rb'\s*:\s*')
 
 
 def splice_model(raw: bytes, old: str, new: str) -> bytes | None:
     """Replace the value of the top-level ``"model"`` key in ``raw`` without re-serialising.
 
-    ``"model"`` as a raw token can only be a key (inside JSON strings quotes are escaped), but a
-    nested object (a tool input, say) may have one too: splice only when there is exactly one
-    ``"model": "<old>"`` in the body, else return None and let the caller re-serialise.
+    The top-level key is certain when it is the body's first key (Claude Code and the SDKs put it
+    there), or when ``"model"`` occurs once in the body: as a raw token it can only be a key
+    (quotes inside JSON strings are escaped), but nested objects (a tool schema, a tool input) may
+    have one too. Otherwise return None and let the caller re-serialise.
     """
     old_json = orjson.dumps(old)
-    hits = [m for m in _MODEL_KEY.finditer(raw) if raw.startswith(old_json[1:], m.end())]
-    if len(hits) != 1 or len(_MODEL_KEY.findall(raw)) != 1:
-        return None
-    start = hits[0].end() - 1
-    return raw[:start] + orjson.dumps(new) + raw[start + len(old_json):]
+    m = _FIRST_KEY_MODEL.match(raw)
+    if m is None or not raw.startswith(old_json, m.end()):
+        if raw.count(b'"model"') != 1:
+            return None
+        m = _COLON.match(raw, raw.find(b'"model"') + 7)
+        if m is None or not raw.startswith(old_json, m.end()):
+            return None
+    start = m.end()
+    return b"".join((raw[:start], orjson.dumps(new), raw[start + len(old_json):]))
 
 
 class PassthroughBody:
@@ -37,7 +45,7 @@ class PassthroughBody:
             return
         spliced = splice_model(ctx.raw_body, ctx.requested_model, ctx.model)
         if spliced is None:
-            body = dict(ctx.body)
+            body = dict(full_body(ctx))
             body["model"] = ctx.model
             spliced = orjson.dumps(body)
         ctx.upstream_body = spliced

@@ -7,6 +7,7 @@ import orjson
 from engine.pipeline import BufferedResponse
 
 from .errors import GatewayError
+from .request_stages import full_body
 from .token_estimate import estimate_tokens
 
 # Upstream answers that another target could do better on. A malformed request (400, 413, 422)
@@ -77,4 +78,4 @@ class EstimateTokens:
     __slots__ = ()
 
     async def run(self, ctx) -> None:
-        ctx.response = BufferedResponse(200, orjson.dumps({"input_tokens": estimate_tokens(ctx.body)}))
+        ctx.response = BufferedResponse(200, orjson.dumps({"input_tokens": estimate_tokens(full_body(ctx))}))

@@ -12,6 +12,7 @@ from engine.pipeline import Context
 
 from .aliases import AliasIndex, Step
 from .errors import GatewayError
+from .request_stages import full_body
 from .routing import RequestFeatures, Router
 
 
@@ -45,17 +46,14 @@ class ResolveTarget:
         self._has_routes = bool(router is not None and router.routes)
 
     async def run(self, ctx: Context) -> None:
-        body = ctx.body
-        if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError(400, "model: field required (a non-empty string)")
+        head = ctx.head
+        model = head.model
         ctx.requested_model = model
 
         hit = None
         if self._has_routes:
-            hit = self.router.match(RequestFeatures.from_body(body, ctx.headers))  # type: ignore[union-attr]
+            features = RequestFeatures.from_head(head, ctx.headers, lambda: full_body(ctx))
+            hit = self.router.match(features)  # type: ignore[union-attr]
         if hit is not None:
             res = hit.resolution
             pairs = hit.targets

@@ -114,10 +114,23 @@ class RequestFeatures:
                    headers=hdrs, body=dict(body) if not isinstance(body, dict) else body,
                    tokens=tokens)
 
+    @classmethod
+    def from_head(cls, head: Any, headers: Any = None, body: Any = None) -> "RequestFeatures":
+        """Features from the request head (transforms.request_stages.RequestHead); ``body`` is a
+        callable giving the whole decoded body, used only if a route asks for input tokens."""
+        hdrs = _lower_headers(headers)
+        thinking = head.thinking
+        return cls(model=head.model, thinking=thinking is not None and thinking.type == "enabled",
+                   tool_count=len(head.tools) if head.tools else 0,
+                   beta=str(hdrs.get("anthropic-beta") or ""), headers=hdrs, body=body)
+
     @property
     def input_tokens(self) -> int:
         if self._tokens is None:
-            b = self._body or {}
+            b = self._body
+            if callable(b):
+                b = self._body = b()
+            b = b or {}
             self._tokens = estimate_tokens(b.get("system"), b.get("messages"), b.get("tools"))
         return self._tokens
 
