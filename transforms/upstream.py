@@ -26,6 +26,12 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504, 529})
 KEY_FAILOVER_STATUSES = frozenset({401, 403, 429})
 
 
+def backoff_delay(retry: int, base: float, rand=random.uniform) -> float:
+    """Seconds to wait before retry number ``retry`` (1, 2, ...): exponential with full jitter,
+    uniform in [0, base * 2**(retry-1)]."""
+    return rand(0.0, base * (2 ** (retry - 1)))
+
+
 def retry_after_seconds(headers) -> float | None:
     value = headers.get("retry-after")
     if not value:
@@ -65,7 +71,7 @@ class Upstream:
                 set_auth(ctx.upstream_headers, provider.auth, key)
             for retry in range(self.max_retries + 1):
                 if retry:
-                    await asyncio.sleep(random.uniform(0, self.backoff * (2 ** (retry - 1))))
+                    await asyncio.sleep(backoff_delay(retry, self.backoff))
                 attempt_no += 1
                 if self.tracer is None:
                     outcome = await self._attempt(ctx, url)

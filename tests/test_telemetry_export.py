@@ -1,0 +1,79 @@
+"""With an OTLP endpoint configured, spans really leave the process: a local OTLP/HTTP sink
+(an aiohttp server on 127.0.0.1) receives them."""
+import asyncio
+import threading
+
+import anthropic
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from engine.compiler import settings_from
+from engine.telemetry import tracer_provider_for
+from fakes.anthropic_upstream import FakeAnthropic
+from harness import LiveGateway
+
+
+class OTLPSink:
+    def __init__(self):
+        self.spans = []
+        self.base_url = ""
+
+    async def __aenter__(self):
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._traces)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._runner.cleanup()
+
+    async def _traces(self, request):
+        req = ExportTraceServiceRequest.FromString(await request.read())
+        for rs in req.resource_spans:
+            service = {a.key: a.value.string_value for a in rs.resource.attributes}.get("service.name")
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    self.spans.append((service, span.name, {a.key: a.value for a in span.attributes}))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+
+def test_spans_are_exported_over_otlp_http(tmp_path):
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    sink = OTLPSink()
+    asyncio.run_coroutine_threadsafe(sink.__aenter__(), loop).result(10)
+    try:
+        settings = settings_from({"telemetry": {"service_name": "vdm-test", "otlp_endpoint": sink.base_url}})
+        tp = tracer_provider_for(settings, environ={})
+        assert tp is not None
+        spec = lambda u: f"""
+version: 1
+default_provider: a
+providers:
+  a: {{format: anthropic, base_url: "{u['a']}", api_keys: [k-secret-123456789]}}
+"""
+        with LiveGateway(spec, {"a": FakeAnthropic()}, tmp_path, tracer_provider=tp) as gw:
+            c = anthropic.Anthropic(base_url=gw.base_url, api_key="x", max_retries=0, timeout=10)
+            c.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        assert tp.force_flush(10_000)
+        names = {name for _, name, _ in sink.spans}
+        assert {"parse", "validate", "resolve_target", "dispatch", "upstream"} <= names
+        assert {svc for svc, _, _ in sink.spans} == {"vdm-test"}
+        assert all("k-secret" not in str(attrs) for _, _, attrs in sink.spans)
+        tp.shutdown()
+    finally:
+        asyncio.run_coroutine_threadsafe(sink.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_no_endpoint_means_no_tracing():
+    assert tracer_provider_for(settings_from({}), environ={}) is None
+    tp = tracer_provider_for(settings_from({}), environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    assert tp is not None
+    tp.shutdown()
