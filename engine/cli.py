@@ -125,8 +125,15 @@ def build_app_from_dir(directory: str, host: str | None = None, port: int | None
     loaded = load_spec(directory)
     settings = settings_from(loaded.data)
     setup_logging(settings.log_level, settings.log_json)
-    gw = compile_gateway(loaded, tracer_provider=tracer_provider_for(settings))
-    return create_app(gw, name="vandamme")
+    tracer_provider = tracer_provider_for(settings)
+    gw = compile_gateway(loaded, tracer_provider=tracer_provider)
+
+    def reloader():
+        """SIGHUP: the folder loaded, validated and compiled again (server.* settings such as host,
+        port and workers need a restart)."""
+        return compile_gateway(load_spec(directory), tracer_provider=tracer_provider)
+
+    return create_app(gw, name="vandamme", reloader=reloader)
 
 
 def cmd_run(args) -> int:

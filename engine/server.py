@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
+import threading
 import time
 
 import orjson
@@ -16,6 +18,7 @@ from sanic.response import HTTPResponse, raw
 from transforms.errors import GatewayError, error_body, error_event, error_type_for
 
 from .compiler import Gateway
+from .errors import SpecErrors
 from .models import ModelCatalog
 from .pipeline import BufferedResponse, Context
 
@@ -36,9 +39,62 @@ def error_response(exc: GatewayError, request_id: str | None = None) -> HTTPResp
     return raw(exc.body(), status=exc.status, headers=headers, content_type=_JSON)
 
 
-def create_app(gateway: Gateway, name: str | None = None) -> Sanic:
+class Generation:
+    """One compiled Gateway in service, with the count of requests running on it. A reload puts
+    a new generation in front; the old one closes its pools when its last request finishes."""
+
+    __slots__ = ("gateway", "front", "catalog", "inflight", "retired", "number")
+
+    def __init__(self, gateway: Gateway, number: int):
+        self.gateway = gateway
+        self.front = gateway.front
+        self.catalog = ModelCatalog(gateway)
+        self.inflight = 0
+        self.retired = False
+        self.number = number
+
+
+class Serving:
+    """The generation requests start on; ``reload`` swaps it atomically, only if the new spec
+    compiles. The compiler is given as ``reloader`` (a callable returning a new Gateway)."""
+
+    def __init__(self, gateway: Gateway, reloader=None):
+        self.current = Generation(gateway, 1)
+        self.reloader = reloader
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> bool:
+        if self.reloader is None:
+            logger.warning("reload asked, but this server was not started from a spec folder")
+            return False
+        async with self._lock:
+            try:
+                gateway = self.reloader()
+            except SpecErrors as exc:
+                for err in exc.errors:
+                    logger.error("reload rejected: {}", err)
+                logger.error("reload rejected: {} error(s); still serving generation {}",
+                             len(exc.errors), self.current.number)
+                return False
+            await gateway.start()
+            old = self.current
+            self.current = Generation(gateway, old.number + 1)
+            old.retired = True
+            logger.info("reloaded: generation {} serving ({} providers, {} active)", self.current.number,
+                        len(gateway.providers), sum(1 for p in gateway.providers.values() if p.active))
+            if old.inflight == 0:
+                await old.gateway.close()
+            return True
+
+    @staticmethod
+    async def finished(gen: Generation) -> None:
+        if gen.retired and gen.inflight == 0:
+            await gen.gateway.close()
+
+
+def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sanic:
     """A Sanic app serving ``gateway``. Provider sessions open when the server starts and close
-    when it stops."""
+    when it stops. With ``reloader`` (a callable compiling a fresh Gateway), SIGHUP reloads."""
     app = Sanic(name or f"vandamme_{os.getpid()}_{next(_app_numbers)}")
     s = gateway.settings
     app.config.REQUEST_MAX_SIZE = 32 * 1024 * 1024  # Anthropic's own request limit
@@ -48,24 +104,44 @@ def create_app(gateway: Gateway, name: str | None = None) -> Sanic:
     app.config.ACCESS_LOG = False  # our own access line (loguru) names provider and model
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False
-    app.ctx.gateway = gateway
+    live = Serving(gateway, reloader)
+    app.ctx.live = live
+    app.ctx.gateway = gateway  # the first generation (settings for `vandamme run`)
     ids = _request_ids()
-    front = gateway.front
     access_log = s.access_log
 
     @app.before_server_start
     async def _open(app_):
-        await gateway.start()
+        await live.current.gateway.start()
+
+    @app.after_server_start
+    async def _signals(app_):
+        if reloader is not None and threading.current_thread() is threading.main_thread():
+            try:
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+            except (NotImplementedError, RuntimeError, ValueError):
+                logger.warning("SIGHUP reload is not available here")
 
     @app.after_server_stop
     async def _close(app_):
-        await gateway.close()
+        await live.current.gateway.close()
 
     async def run_pipeline(request: Request, endpoint: str):
+        gen = live.current
+        gen.inflight += 1
+        try:
+            return await _run(gen, request, endpoint)
+        finally:
+            gen.inflight -= 1
+            if gen.retired and gen.inflight == 0:
+                await live.finished(gen)
+
+    async def _run(gen: Generation, request: Request, endpoint: str):
         rid = next(ids)
         ctx = Context(rid, request.body, request.headers, endpoint)
         try:
-            await front.run(ctx)
+            await gen.front.run(ctx)
         except GatewayError as exc:
             if exc.status >= 500 or access_log:
                 logger.warning("{} {} -> {} {}: {}", rid, ctx.requested_model or "-", exc.status,
@@ -115,22 +191,22 @@ def create_app(gateway: Gateway, name: str | None = None) -> Sanic:
 
     @app.get("/health")
     async def health(request: Request):
-        providers = [p.summary() for p in gateway.providers.values()]
+        gen = live.current
+        gw = gen.gateway
         return raw(orjson.dumps({
             "status": "ok",
-            "default_provider": gateway.default_provider,
-            "providers": providers,
+            "generation": gen.number,
+            "default_provider": gw.default_provider,
+            "providers": [p.summary() for p in gw.providers.values()],
         }), content_type=_JSON)
-
-    catalog = ModelCatalog(gateway)
 
     @app.get("/v1/models")
     async def models(request: Request):
-        return raw(await catalog.listing(request.headers), content_type=_JSON)
+        return raw(await live.current.catalog.listing(request.headers), content_type=_JSON)
 
     @app.get("/v1/aliases")
     async def aliases(request: Request):
-        return raw(orjson.dumps({"data": gateway.alias_index.entries()}), content_type=_JSON)
+        return raw(orjson.dumps({"data": live.current.gateway.alias_index.entries()}), content_type=_JSON)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception):

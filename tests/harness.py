@@ -55,7 +55,7 @@ class LiveGateway:
         (spec_dir / "gateway.yaml").write_text(self.spec(urls))
         loaded = load_spec(spec_dir, self.environ)
         self.gateway = compile_gateway(loaded, tracer_provider=self.tracer_provider)
-        app = create_app(self.gateway)
+        app = self.app = create_app(self.gateway)
         port = free_port()
         self._server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
                                                access_log=False)
