@@ -37,3 +37,18 @@ test: $(STAMP) claude-code
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info
+
+# Benchmark (docs/performance.md): installs nginx + wrk from Debian if missing, vandamme-proxy 2.0.9
+# into bench/.work/venv-vdm (and LiteLLM when BENCH_LITELLM=1), then runs bench/run.py.
+# Knobs: BENCH_DURATION (s per wrk run, default 10), BENCH_REPEAT (default 3), BENCH_SYSTEMS, BENCH_STREAMS.
+bench: $(STAMP)
+	@command -v nginx >/dev/null 2>&1 || (apt-get update -q && (apt-get install -y -q nginx-light || apt-get install -y -q nginx))
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
+	@mkdir -p bench/.work
+	@test -x bench/.work/venv-vdm/bin/vdm || { $(PYTHON) -m venv bench/.work/venv-vdm && \
+	  bench/.work/venv-vdm/bin/pip install -q vandamme-proxy==2.0.9 >bench/.work/venv-vdm.log 2>&1; } || \
+	  echo "bench: vandamme-proxy install failed (see bench/.work/venv-vdm.log); it will show as failed to start"
+	@if [ "$(BENCH_LITELLM)" = "1" ]; then test -x bench/.work/venv-litellm/bin/litellm || { $(PYTHON) -m venv bench/.work/venv-litellm && \
+	  bench/.work/venv-litellm/bin/pip install -q 'litellm[proxy]' >bench/.work/venv-litellm.log 2>&1; } || \
+	  echo "bench: LiteLLM install failed (see bench/.work/venv-litellm.log)"; fi
+	$(BIN)/python bench/run.py

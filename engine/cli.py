@@ -136,12 +136,27 @@ def build_app_from_dir(directory: str, host: str | None = None, port: int | None
     return create_app(gw, name="vandamme", reloader=reloader)
 
 
+def raise_open_files_limit(want: int = 65536) -> None:
+    """Each client connection and each upstream connection is a file descriptor; a gateway holding
+    1,000 streams needs more than the usual soft limit of 1024. Raise the soft limit toward the
+    hard one, as servers such as nginx do."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def cmd_run(args) -> int:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
     from .logs import setup_logging
 
+    raise_open_files_limit()
     try:
         app = build_app_from_dir(args.dir)
     except SpecErrors as exc:

@@ -44,7 +44,7 @@ SERVER_DEFAULTS = {
     "ping_interval": 10.0,
     "models_cache_ttl": 300.0,
 }
-POOL_DEFAULTS = {"limit": 100, "limit_per_host": 0, "keepalive_timeout": 30.0}
+POOL_DEFAULTS = {"limit": 2048, "limit_per_host": 0, "keepalive_timeout": 30.0}
 DEFAULT_AUTH = {"openai": "bearer", "anthropic": "x-api-key"}
 
 
@@ -65,6 +65,7 @@ class Settings:
     access_log: bool = False
     service_name: str = "vandamme"
     otlp_endpoint: str | None = None
+    sample_ratio: float | None = None
 
 
 @dataclass(eq=False)
@@ -157,6 +158,7 @@ def settings_from(data: dict) -> Settings:
         access_log=bool(logging_.get("access_log", False)),
         service_name=telemetry.get("service_name") or "vandamme",
         otlp_endpoint=telemetry.get("otlp_endpoint"),
+        sample_ratio=telemetry.get("sample_ratio"),
     )
 
 

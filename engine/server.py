@@ -11,6 +11,7 @@ import time
 
 import orjson
 from loguru import logger
+from opentelemetry.trace import SpanKind
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
@@ -23,6 +24,7 @@ from .models import ModelCatalog
 from .pipeline import BufferedResponse, Context
 
 _app_numbers = itertools.count(1)
+_SPAN_NAMES = {"messages": "POST /v1/messages", "count_tokens": "POST /v1/messages/count_tokens"}
 _JSON = "application/json"
 
 
@@ -138,6 +140,16 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
                 await live.finished(gen)
 
     async def _run(gen: Generation, request: Request, endpoint: str):
+        tracer = gen.gateway.tracer
+        if tracer is None:
+            return await _serve(gen, request, endpoint)
+        with tracer.start_as_current_span(_SPAN_NAMES[endpoint], kind=SpanKind.SERVER) as span:
+            out = await _serve(gen, request, endpoint)
+            if out is not None:
+                span.set_attribute("http.response.status_code", out.status)
+            return out
+
+    async def _serve(gen: Generation, request: Request, endpoint: str):
         rid = next(ids)
         ctx = Context(rid, request.body, request.headers, endpoint)
         try:

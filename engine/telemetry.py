@@ -1,6 +1,8 @@
 """OpenTelemetry: a TracerProvider with the OTLP/HTTP exporter when an endpoint is configured
 (``telemetry.otlp_endpoint`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``); otherwise None, and the stage
-runtime runs without span code."""
+runtime runs without span code. Each request is one trace: a server span named after the route
+(``POST /v1/messages``), the stage spans inside it; ``telemetry.sample_ratio`` decides per request
+whether it is recorded."""
 from __future__ import annotations
 
 import os
@@ -21,6 +23,11 @@ def tracer_provider_for(settings: Settings, environ=None):
     endpoint = endpoint.rstrip("/")
     if not endpoint.endswith("/v1/traces"):
         endpoint += "/v1/traces"
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    # None lets the SDK read OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: always on).
+    sampler = None if settings.sample_ratio is None else ParentBased(TraceIdRatioBased(settings.sample_ratio))
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}),
+                              sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider
