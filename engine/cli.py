@@ -24,6 +24,15 @@ def _load_and_compile(directory: str, tracer_provider=None):
     return loaded, compile_gateway(loaded, tracer_provider=tracer_provider)
 
 
+def _compiled(directory: str, fmt: str = "text"):
+    """(loaded, gateway), or None after printing the spec's errors."""
+    try:
+        return _load_and_compile(directory)
+    except SpecErrors as exc:
+        _print_errors(exc.errors, fmt)
+        return None
+
+
 def _print_errors(errors: list[SpecError], fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(orjson.dumps({"valid": False, "errors": [e.as_dict() for e in errors]},
@@ -35,11 +44,10 @@ def _print_errors(errors: list[SpecError], fmt: str) -> None:
 
 
 def cmd_validate(args) -> int:
-    try:
-        loaded, gw = _load_and_compile(args.dir)
-    except SpecErrors as exc:
-        _print_errors(exc.errors, args.format)
+    compiled = _compiled(args.dir, args.format)
+    if compiled is None:
         return EXIT_INVALID
+    loaded, gw = compiled
     active = sum(1 for p in gw.providers.values() if p.active)
     if args.format == "json":
         print(orjson.dumps({"valid": True, "errors": [], "files": list(loaded.files),
@@ -52,11 +60,10 @@ def cmd_validate(args) -> int:
 def cmd_config_show(args) -> int:
     from .config_show import render_config
 
-    try:
-        loaded, gw = _load_and_compile(args.dir)
-    except SpecErrors as exc:
-        _print_errors(exc.errors, "text")
+    compiled = _compiled(args.dir)
+    if compiled is None:
         return EXIT_INVALID
+    loaded, gw = compiled
     status = {name: ("active" if p.active else f"inactive: {p.inactive_reason}")
               for name, p in gw.providers.items()}
     sys.stdout.write(render_config(loaded, status))
@@ -66,11 +73,10 @@ def cmd_config_show(args) -> int:
 def cmd_graph(args) -> int:
     from .graph import graph_dot, graph_text
 
-    try:
-        _, gw = _load_and_compile(args.dir)
-    except SpecErrors as exc:
-        _print_errors(exc.errors, "text")
+    compiled = _compiled(args.dir)
+    if compiled is None:
         return EXIT_INVALID
+    _, gw = compiled
     sys.stdout.write(graph_dot(gw) if args.format == "dot" else graph_text(gw))
     return EXIT_OK
 
@@ -85,11 +91,10 @@ def cmd_explain(args) -> int:
             return EXIT_USAGE
         k, v = item.split("=", 1)
         headers[k.strip().lower()] = v.strip()
-    try:
-        loaded, gw = _load_and_compile(args.dir)
-    except SpecErrors as exc:
-        _print_errors(exc.errors, "text")
+    compiled = _compiled(args.dir)
+    if compiled is None:
         return EXIT_INVALID
+    loaded, gw = compiled
     inactive = sorted(n for n, p in gw.providers.items() if not p.active)
     # By default explain the spec as declared (every provider counted as configured), which is
     # what CI without secrets wants to check; --live uses the keys of this environment.

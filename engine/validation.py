@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from transforms.aliases import normalize as normalize_alias  # one rule for alias names
+
 from .errors import SpecError
 from .sources import Path, Source, SourceMap, format_path
 
@@ -136,11 +138,6 @@ def _schema_errors(error: ValidationError, sources: SourceMap) -> list[SpecError
 
 
 # --------------------------------------------------------------------------- semantic checks
-def normalize_alias(name: str) -> str:
-    """Alias names match case-insensitively and with '-' and '_' equivalent."""
-    return str(name).lower().replace("-", "_")
-
-
 def split_target(target: str, providers: Iterable[str] | None = None) -> tuple[str | None, str]:
     """``"openai:gpt-4o"`` -> ("openai", "gpt-4o"); ``"gpt-4o"`` -> (None, "gpt-4o").
 
