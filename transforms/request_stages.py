@@ -10,9 +10,12 @@ full; an OpenAI-format provider decodes and validates the whole body in `decode_
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from typing import Any
 
 import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
 from .anthropic_to_openai import validate_request
 from .errors import invalid_request
@@ -95,24 +98,84 @@ class Validate:
 
 
 def full_body(ctx) -> dict:
-    """The whole request as Python objects, decoded once per request on first need."""
+    """The whole request as Python objects, every field kept, decoded once per request."""
     body = ctx.body
     if body is None:
         body = ctx.body = orjson.loads(ctx.raw_body)
     return body
 
 
+class AnthropicFields(msgspec.Struct):
+    """The request fields conversion reads. ``system`` and ``tools`` stay raw bytes: a client
+    such as Claude Code sends the same ones on every turn, so they are decoded once and reused."""
+
+    model: Any = UNSET
+    messages: Any = UNSET
+    max_tokens: Any = UNSET
+    metadata: Any = UNSET
+    stop_sequences: Any = UNSET
+    stream: Any = UNSET
+    temperature: Any = UNSET
+    top_p: Any = UNSET
+    top_k: Any = UNSET
+    thinking: Any = UNSET
+    tool_choice: Any = UNSET
+    system: msgspec.Raw | UnsetType = UNSET
+    tools: msgspec.Raw | UnsetType = UNSET
+
+
+_FIELDS = AnthropicFields.__struct_fields__
+_decode_fields = msgspec.json.Decoder(AnthropicFields).decode
+
+
+class RepeatedParts:
+    """A small LRU of decoded ``system``/``tools`` values keyed by their exact bytes. The decoded
+    objects are shared between requests: stages read them and never change them."""
+
+    __slots__ = ("size", "_items")
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+
+    def decode(self, raw: msgspec.Raw) -> Any:
+        key = bytes(raw)
+        items = self._items
+        value = items.get(key)
+        if value is None:
+            value = orjson.loads(key)
+            items[key] = value
+            if len(items) > self.size:
+                items.popitem(last=False)
+        else:
+            items.move_to_end(key)
+        return value
+
+
 class DecodeBody:
-    """Decodes the whole body (and, for messages, validates it field by field) for the stages
-    that convert it."""
+    """Decodes the fields conversion needs (and, for messages, validates them field by field).
+    Fields no OpenAI-format upstream can take (Anthropic-only options) are not decoded at all."""
 
     name = "decode_body"
-    __slots__ = ("check",)
+    __slots__ = ("check", "parts")
 
-    def __init__(self, check: bool = True):
+    def __init__(self, check: bool = True, parts: RepeatedParts | None = None):
         self.check = check
+        self.parts = parts or RepeatedParts()
 
     async def run(self, ctx) -> None:
-        body = full_body(ctx)
+        body = ctx.body
+        if body is None:
+            fields = _decode_fields(ctx.raw_body)  # the front already proved it is a JSON object
+            body = {}
+            for name in _FIELDS:
+                value = getattr(fields, name)
+                if value is not UNSET:
+                    body[name] = value
+            for name in ("system", "tools"):
+                raw = body.get(name)
+                if raw is not None:
+                    body[name] = self.parts.decode(raw)
+            ctx.body = body
         if self.check:
             validate_request(body)
