@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
+
 from typing import Any, AsyncIterator
 
 import orjson
+from loguru import logger
 
 from engine.pipeline import BufferedResponse, Context, StreamingResponse
 from transforms.anthropic_to_openai import RequestConverter
@@ -18,7 +19,7 @@ from transforms.errors import GatewayError
 from transforms.openai_stream import StreamConverter
 from transforms.openai_to_anthropic import convert_response
 
-log = logging.getLogger("vandamme.conversion")
+log = logger  # loguru, configured by engine.logs
 
 CHAT_COMPLETIONS_PATH = "/chat/completions"
 
@@ -35,17 +36,29 @@ class AnthropicToOpenAI:
     """ctx.body (Anthropic request) -> ctx.upstream_body (OpenAI chat request, JSON bytes)."""
 
     name = "anthropic_to_openai"
-    __slots__ = ("converter",)
+    __slots__ = ("converter", "_tools_json")
 
     def __init__(self, converter: RequestConverter):
         self.converter = converter
+        # id(tools list) -> (the list, its converted JSON): a tools list that decode_body reuses
+        # across requests is serialised once (orjson.Fragment), not on every turn.
+        self._tools_json: dict[int, tuple[Any, orjson.Fragment]] = {}
 
     async def run(self, ctx: Context) -> None:
         body = ctx.body
         if body is None:
             body = orjson.loads(ctx.raw_body)
             ctx.body = body
-        ctx.upstream_body = orjson.dumps(self.converter.convert(body, ctx.model))
+        out = self.converter.convert(body, ctx.model)
+        tools = body.get("tools")
+        if tools and "tools" in out:
+            hit = self._tools_json.get(id(tools))
+            if hit is None or hit[0] is not tools:
+                if len(self._tools_json) >= 64:
+                    self._tools_json.clear()
+                hit = self._tools_json[id(tools)] = (tools, orjson.Fragment(orjson.dumps(out["tools"])))
+            out["tools"] = hit[1]
+        ctx.upstream_body = orjson.dumps(out)
         if not ctx.upstream_path:
             ctx.upstream_path = CHAT_COMPLETIONS_PATH
         stops = body.get("stop_sequences")
@@ -113,7 +126,7 @@ async def _call_close(close: Any) -> None:
         if inspect.isawaitable(result):
             await result
     except Exception:  # noqa: BLE001 - releasing the upstream must never fail the stream
-        log.debug("closing the upstream stream failed", exc_info=True)
+        log.opt(exception=True).debug("closing the upstream stream failed")
 
 
 async def convert_stream(chunks: AsyncIterator[bytes], converter: StreamConverter,
@@ -152,7 +165,7 @@ async def convert_stream(chunks: AsyncIterator[bytes], converter: StreamConverte
                 yield converter.error_frame(exc.error_type, exc.message)
                 return
             except Exception as exc:  # noqa: BLE001
-                log.warning("upstream stream failed: %s", type(exc).__name__)
+                log.warning("upstream stream failed: {}", type(exc).__name__)
                 yield converter.error_frame(
                     "api_error", f"upstream connection failed mid-stream ({type(exc).__name__})")
                 return

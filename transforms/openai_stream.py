@@ -16,10 +16,11 @@ prefixes (per block, computed when the block opens) plus ``orjson.dumps`` of the
 """
 from __future__ import annotations
 
-import logging
+
 from typing import Any
 
 import orjson
+from loguru import logger
 
 from transforms.errors import error_event, error_type_for
 from transforms.openai_to_anthropic import (
@@ -29,7 +30,7 @@ from transforms.openai_to_anthropic import (
     usage_fields,
 )
 
-log = logging.getLogger("vandamme.conversion")
+log = logger  # loguru, configured by engine.logs
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -222,7 +223,7 @@ class StreamConverter:
         try:
             obj = _loads(payload)
         except _JSONDecodeError:
-            log.warning("stream: skipped an unparsable upstream event (%d bytes)", len(payload))
+            log.warning("stream: skipped an unparsable upstream event ({} bytes)", len(payload))
             return
         self._handle(obj, out)
 
@@ -378,7 +379,7 @@ class StreamConverter:
                 call.name = name
         if call.closed:
             if args:
-                log.warning("stream: dropped an argument fragment for closed tool call %r",
+                log.warning("stream: dropped an argument fragment for closed tool call {!r}",
                             call.name)
             return
         if call is self._cur_tool:

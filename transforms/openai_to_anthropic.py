@@ -5,15 +5,16 @@ paths map fields identically. Mapping table: docs/conversion.md.
 """
 from __future__ import annotations
 
-import logging
+
 import os
 from typing import Any
 
 import orjson
+from loguru import logger
 
 from transforms.errors import GatewayError
 
-log = logging.getLogger("vandamme.conversion")
+log = logger  # loguru, configured by engine.logs
 
 RAW_ARGUMENTS_KEY = "_raw_arguments"
 
@@ -104,11 +105,11 @@ def parse_arguments(raw: Any, name: Any = None) -> dict:
     try:
         value = orjson.loads(raw)
     except (orjson.JSONDecodeError, TypeError):
-        log.warning("tool call %r: unparsable arguments kept under %s", name, RAW_ARGUMENTS_KEY)
+        log.warning("tool call {!r}: unparsable arguments kept under {}", name, RAW_ARGUMENTS_KEY)
         return {RAW_ARGUMENTS_KEY: raw if isinstance(raw, str) else str(raw)}
     if isinstance(value, dict):
         return value
-    log.warning("tool call %r: arguments are not a JSON object; kept under %s", name,
+    log.warning("tool call {!r}: arguments are not a JSON object; kept under {}", name,
                 RAW_ARGUMENTS_KEY)
     return {RAW_ARGUMENTS_KEY: raw}
 
