@@ -28,7 +28,7 @@ validate: $(STAMP)
 claude-code:
 	@if command -v npm >/dev/null 2>&1; then \
 	  test -x .tools/claude-code/node_modules/.bin/claude || \
-	  npm install --silent --no-audit --no-fund --prefix .tools/claude-code @anthropic-ai/claude-code >/dev/null 2>&1 || \
+	  timeout 600 npm install --silent --no-audit --no-fund --prefix .tools/claude-code @anthropic-ai/claude-code >/dev/null 2>&1 || \
 	  echo "claude-code: npm install failed; the Claude Code test will be skipped"; \
 	else echo "claude-code: npm not found; the Claude Code test will be skipped"; fi
 
