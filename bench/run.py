@@ -4,14 +4,18 @@ Starts a static nginx upstream, then, one system at a time, the system under tes
 upstream, nginx as a reverse proxy, vandamme-proxy 2.0.9, optionally LiteLLM, and Vandamme itself),
 checks one answer per scenario, loads it with wrk at concurrency 1 and 64, measures the system's
 CPU time per request from /proc, its RSS, stream timings at concurrency 1 and the memory held by
-1,000 concurrent slow streams. Writes ``bench/.work/results.json`` and the result tables into
-``docs/performance.md`` between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``.
+1,000 concurrent slow streams; for Vandamme also the cost of tracing (off, on at sample ratio 1.0,
+on at 0.1) and, at the end, the per-stage cost table (``bench/stage_costs.py``). Writes
+``bench/.work/results.json`` and the result tables into ``docs/performance.md`` between
+``<!-- bench:begin -->`` and ``<!-- bench:end -->`` (the stage table between ``<!-- stages:begin -->``
+and ``<!-- stages:end -->``, raw figures in ``bench/.work/stages.json``).
 
 Environment:
   BENCH_DURATION  seconds per wrk run (default 10)       BENCH_REPEAT    runs per point (default 3)
   BENCH_LITELLM=1 also run LiteLLM proxy (installs it into bench/.work/venv-litellm)
   BENCH_SYSTEMS   comma list to restrict (direct,nginx,vdm,litellm,vandamme)
-  BENCH_STREAMS   concurrent slow streams (default 1000)  BENCH_TRACING=0 skip tracing on/off
+  BENCH_STREAMS   concurrent slow streams (default 1000)  BENCH_TRACING=0 skip tracing off/1.0/0.1
+  BENCH_STAGES=0  skip the per-stage cost table           BENCH_STAGES_N  requests per scenario (300)
   BENCH_NO_DOC=1  do not touch docs/performance.md
 
 Every process started here is killed on exit, Ctrl-C or error. Only 127.0.0.1 is ever contacted.
@@ -51,6 +55,9 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 N_STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 LITELLM = os.environ.get("BENCH_LITELLM", "0") == "1"
 TRACING = os.environ.get("BENCH_TRACING", "1") != "0"
+STAGES = os.environ.get("BENCH_STAGES", "1") != "0"
+# tracing variants: (key, telemetry.sample_ratio; None = tracing off)
+TRACING_VARIANTS = [("off", None), ("1.0", 1.0), ("0.1", 0.1)]
 ONLY = [s for s in os.environ.get("BENCH_SYSTEMS", "").split(",") if s]
 PROJECT_PY = ROOT / ".venv" / "bin" / "python"
 AUX_PY = str(PROJECT_PY) if PROJECT_PY.exists() else sys.executable
@@ -732,39 +739,85 @@ def run_system(sysm: System, body_paths: dict, sink: Proc | None) -> dict:
 
 
 def run_tracing(sysm: "Vandamme", body_paths: dict) -> dict:
-    tdir = WORK / "specs-tracing"
-    shutil.rmtree(tdir, ignore_errors=True)
-    shutil.copytree(HERE / "specs", tdir)
-    (tdir / "zz-telemetry.yaml").write_text(
-        f"telemetry:\n  service_name: vandamme-bench\n  otlp_endpoint: http://{HOST}:{OTLP_PORT}\n")
+    """Tracing off, on at sample ratio 1.0 and on at 0.1, measured back to back (a fresh gateway
+    per variant) on the two non-stream converted scenarios at c64. "on" = a spec overlay with
+    ``telemetry.otlp_endpoint`` (the local OTLP sink) and ``telemetry.sample_ratio``; "off" = the
+    plain bench spec. Each variant's throughput is compared with "off" from this same block."""
     old = sysm.spec_dir
-    sysm.spec_dir = tdir
-    res: dict = {}
+    res: dict = {"variants": {}, "order": [k for k, _ in TRACING_VARIANTS]}
     try:
-        sysm.start("json", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{OTLP_PORT}",
-                            "OTEL_SERVICE_NAME": "vandamme-bench"})
-    except StartFailed as e:
-        sysm.spec_dir = old
-        return {"status": "failed to start", "error": str(e)[-500:]}
-    try:
-        for key in ("conv_small", "conv_large"):
-            sc = next(s for s in SCENARIOS if s.key == key)
-            bp = body_paths[sc.body]
-            why = check_answer(sysm.url(sc), bp.read_bytes(), "anthropic", False)
-            if why:
-                res[key] = {"status": f"failed: {why[:200]}"}
+        for vkey, ratio in TRACING_VARIANTS:
+            env: dict = {}
+            if ratio is None:
+                sysm.spec_dir = old
+            else:
+                tdir = WORK / f"specs-tracing-{vkey}"
+                shutil.rmtree(tdir, ignore_errors=True)
+                shutil.copytree(HERE / "specs", tdir)
+                (tdir / "zz-telemetry.yaml").write_text(
+                    f"telemetry:\n  service_name: vandamme-bench\n  otlp_endpoint: http://{HOST}:{OTLP_PORT}\n"
+                    f"  sample_ratio: {ratio}\n")
+                sysm.spec_dir = tdir
+                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{OTLP_PORT}",
+                       "OTEL_SERVICE_NAME": "vandamme-bench"}
+            res["variants"][vkey] = out = {"sample_ratio": ratio}
+            try:
+                sysm.start("json", env)
+            except StartFailed as e:
+                out["status"] = "failed to start"
+                out["error"] = str(e)[-500:]
+                log(f"  tracing {vkey}: failed to start")
                 continue
-            runs = [run_wrk(sysm.url(sc), bp, 64, DURATION, sysm.pid) for _ in range(REPEAT)]
-            res[key] = {"status": "ok", "rps": med([r["rps"] for r in runs]),
-                        "cpu_ms_per_req": med([r["cpu_ms_per_req"] for r in runs]),
-                        "errors": sum(r["errors"] for r in runs)}
-            log(f"  tracing on {key}: {res[key]}")
-        time.sleep(2)  # let the batch exporter flush
-        res["sink"] = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
+            sink0 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
+            try:
+                for key in ("conv_small", "conv_large"):
+                    sc = next(s for s in SCENARIOS if s.key == key)
+                    bp = body_paths[sc.body]
+                    why = check_answer(sysm.url(sc), bp.read_bytes(), "anthropic", False)
+                    if why:
+                        out[key] = {"status": f"failed: {why[:200]}"}
+                        continue
+                    run_wrk(sysm.url(sc), bp, 8, 1, None)  # warm-up
+                    runs = [run_wrk(sysm.url(sc), bp, 64, DURATION, sysm.pid) for _ in range(REPEAT)]
+                    out[key] = {"status": "ok", "rps": med([r["rps"] for r in runs]),
+                                "cpu_ms_per_req": med([r["cpu_ms_per_req"] for r in runs]),
+                                "requests": sum(r["ok"] for r in runs),
+                                "errors": sum(r["errors"] for r in runs)}
+                    log(f"  tracing {vkey} {key}: {out[key]}")
+                if ratio is not None:
+                    time.sleep(2)  # let the batch exporter flush
+                sink1 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
+                out["sink"] = {k: (sink1.get(k) or 0) - (sink0.get(k) or 0) for k in ("requests", "bytes")} \
+                    if "error" not in sink0 and "error" not in sink1 else sink1
+            finally:
+                sysm.stop()
     finally:
-        sysm.stop()
         sysm.spec_dir = old
     return res
+
+
+def run_stage_costs() -> dict:
+    """bench/stage_costs.py in its own process (pinned to the gateway core; its client to the load
+    core), reusing the upstream nginx; bounded in time, its process group killed on the way out."""
+    argv = [AUX_PY, str(HERE / "stage_costs.py"), "--upstream-port", str(UP_PORT), "--port", str(GW_PORT),
+            "--gw-cpu", GW_CPU, "--client-cpu", LOAD_CPU]
+    if os.environ.get("BENCH_NO_DOC") == "1":
+        argv.append("--no-doc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    log("== per-stage cost (bench/stage_costs.py)")
+    p = Proc("stage-costs", argv, cpu=GW_CPU, env=env, cwd=ROOT)
+    try:
+        rc = p.p.wait(900)
+    except subprocess.TimeoutExpired:
+        rc = None
+    tail = p.tail(6)
+    p.stop()
+    for line in tail.splitlines():
+        log("  " + line)
+    if rc != 0:
+        return {"status": f"failed (exit {rc})" if rc is not None else "failed (timed out after 900 s)",
+                "log": str(p.logpath)}
+    return {"status": "ok", "json": str(WORK / "stages.json"), "log": str(p.logpath)}
 
 
 def http_get_json(url: str):
@@ -854,6 +907,9 @@ def main() -> int:
                 results["systems"][sysm.key] = run_system(sysm, body_paths, sink)
             finally:
                 sysm.stop()
+            save(results)
+        if STAGES and (not ONLY or "vandamme" in ONLY):
+            results["stages"] = run_stage_costs()
             save(results)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")

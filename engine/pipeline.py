@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Status, StatusCode, get_current_span
 
 
 @dataclass(slots=True)
@@ -93,6 +93,10 @@ class Pipeline:
             await stage.run(ctx)
 
     async def _run_traced(self, ctx: Context) -> None:
+        if not recording():  # this request was not sampled: no stage spans at all
+            for stage in self.stages:
+                await stage.run(ctx)
+            return
         tracer = self._tracer
         for stage in self.stages:
             with tracer.start_as_current_span(stage.name, record_exception=True,
@@ -104,6 +108,11 @@ class Pipeline:
                     raise
                 finally:
                     span.set_attributes(span_attributes(ctx, stage.name))
+
+
+def recording() -> bool:
+    """Whether the request's current span is being recorded (sampled)."""
+    return get_current_span().is_recording()
 
 
 def span_attributes(ctx: Context, stage: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from engine.pipeline import BufferedResponse
+from engine.pipeline import BufferedResponse, recording
 
 from .errors import GatewayError
 from .request_stages import full_body
@@ -35,7 +35,7 @@ class Dispatch:
             ctx.provider, ctx.model = provider, model
             pipeline = provider.count_pipeline if ctx.endpoint == "count_tokens" else provider.pipeline
             try:
-                if self.tracer is None or last == 0:
+                if self.tracer is None or last == 0 or not recording():
                     await pipeline.run(ctx)
                 else:
                     with self.tracer.start_as_current_span("fallback.attempt") as span:

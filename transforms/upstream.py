@@ -16,7 +16,7 @@ import random
 
 import aiohttp
 
-from engine.pipeline import BufferedResponse, StreamingResponse
+from engine.pipeline import BufferedResponse, StreamingResponse, recording
 
 from .errors import GatewayError, error_event
 from .headers import set_auth
@@ -73,7 +73,7 @@ class Upstream:
                 if retry:
                     await asyncio.sleep(backoff_delay(retry, self.backoff))
                 attempt_no += 1
-                if self.tracer is None:
+                if self.tracer is None or not recording():
                     outcome = await self._attempt(ctx, url)
                 else:
                     with self.tracer.start_as_current_span("upstream.attempt") as span:
