@@ -235,8 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`vandamme explain … | head`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

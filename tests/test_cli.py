@@ -112,3 +112,14 @@ def test_config_show_says_which_presets_are_inactive():
     assert any(ln.strip().startswith("groq:") and "# active" in ln for ln in lines)
     assert any(ln.strip().startswith("openai:") and "inactive: no API key: set OPENAI_API_KEY" in ln for ln in lines)
     assert "gsk-0123456789abcdef" not in r.stdout and "****cdef" in r.stdout
+
+
+def test_reader_closing_the_pipe_is_not_an_error():
+    """`vandamme explain … | head -1`: the reader leaves before the output is written."""
+    e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    p = subprocess.Popen([*VANDAMME, "explain", "claude-3-5-haiku-20241022", "specs/"], cwd=ROOT, env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # no reader left: every write of the command fails with EPIPE
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
