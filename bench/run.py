@@ -46,6 +46,7 @@ WORK = HERE / ".work"
 sys.path.insert(0, str(HERE))
 
 import bodies  # noqa: E402
+from machine import cpu_model  # noqa: E402
 import upstream  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -139,18 +140,22 @@ def _on_term(signum, frame):
 
 
 # ---------------------------------------------------------------- /proc measurements
+def _stat_fields(pid) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: field 4 (ppid) is [1], utime..cstime are [11:15];
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rfind(b")") + 2:].split()
+
+
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                s = f.read()
-        except OSError:
-            continue
-        rest = s[s.rfind(b")") + 2:].split()
-        kids.setdefault(int(rest[1]), []).append(int(d))
+        if d.isdigit() and (rest := _stat_fields(d)) is not None:
+            kids.setdefault(int(rest[1]), []).append(int(d))
     return kids
 
 
@@ -168,13 +173,8 @@ def cpu_seconds(pid: int) -> float:
     """utime+stime of the process tree, plus cutime+cstime (children already reaped)."""
     total = 0
     for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                s = f.read()
-        except OSError:
-            continue
-        rest = s[s.rfind(b")") + 2:].split()
-        total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        if (rest := _stat_fields(p)) is not None:
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
     return total / CLK
 
 
@@ -830,14 +830,7 @@ def http_get_json(url: str):
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
 
     def ver(argv):
         try:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import bodies  # noqa: E402
+from machine import cpu_model  # noqa: E402
 import upstream  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -425,14 +426,7 @@ async def measure(args, bodies_paths: dict) -> dict:
 
 def machine() -> dict:
     import platform
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         from importlib.metadata import version
         otel = version("opentelemetry-sdk")
