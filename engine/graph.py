@@ -11,8 +11,7 @@ def _chain(pipeline) -> str:
 
 
 def graph_text(gw: Gateway) -> str:
-    lines = [f"front: {' -> '.join(gw.front.stage_names)}",
-             f"  {_chain(gw.front)}"]
+    lines = ["front (every request):", f"  {_chain(gw.front)}"]
     routes = gw.router.routes
     if routes:
         lines.append("routes (first match wins):")
