@@ -94,9 +94,7 @@ class Pipeline:
 
     async def _run_traced(self, ctx: Context) -> None:
         if not recording():  # this request was not sampled: no stage spans at all
-            for stage in self.stages:
-                await stage.run(ctx)
-            return
+            return await self._run_plain(ctx)
         tracer = self._tracer
         for stage in self.stages:
             with tracer.start_as_current_span(stage.name, record_exception=True,

@@ -88,11 +88,6 @@ class Serving:
                 await old.gateway.close()
             return True
 
-    @staticmethod
-    async def finished(gen: Generation) -> None:
-        if gen.retired and gen.inflight == 0:
-            await gen.gateway.close()
-
 
 def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sanic:
     """A Sanic app serving ``gateway``. Provider sessions open when the server starts and close
@@ -136,8 +131,8 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
             return await _run(gen, request, endpoint)
         finally:
             gen.inflight -= 1
-            if gen.retired and gen.inflight == 0:
-                await live.finished(gen)
+            if gen.retired and gen.inflight == 0:  # the last request of a replaced generation
+                await gen.gateway.close()
 
     async def _run(gen: Generation, request: Request, endpoint: str):
         tracer = gen.gateway.tracer

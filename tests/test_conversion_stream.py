@@ -297,10 +297,13 @@ def test_error_first_has_no_message_start():
 
 def test_error_frame_and_ping():
     sc = StreamConverter("m")
-    assert sc.ping() == b'event: ping\ndata: {"type": "ping"}\n\n' == PING
+    first = sc.keepalive()  # nothing sent yet: an Anthropic stream opens with message_start
+    assert first.startswith(b"event: message_start\n") and first.endswith(PING)
+    assert sc.keepalive() == b'event: ping\ndata: {"type": "ping"}\n\n' == PING
     frame = sc.error_frame("overloaded_error", "busy")
     assert frame.startswith(b"event: error\ndata: ")
     assert sc.finish() == b"" and sc.feed(b"data: {}\n\n") == b""
+    assert sc.keepalive() == b""  # nothing after the stream ended
 
 
 def test_message_id_and_model():

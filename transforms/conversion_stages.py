@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-
 from typing import Any, AsyncIterator
 
 import orjson

@@ -16,7 +16,6 @@ prefixes (per block, computed when the block opens) plus ``orjson.dumps`` of the
 """
 from __future__ import annotations
 
-
 from typing import Any
 
 import orjson
@@ -198,10 +197,6 @@ class StreamConverter:
         """An ``event: error`` frame for a failure mid-stream; the stream is over after it."""
         self._done = True
         return error_event(error_type, message)
-
-    @staticmethod
-    def ping() -> bytes:
-        return PING
 
     def keepalive(self) -> bytes:
         """What to send while the upstream is silent: a ping, preceded by ``message_start`` if
