@@ -11,7 +11,7 @@ import sys
 
 import orjson
 
-from .errors import SpecError, SpecErrors
+from vandamme.sources import SpecError, SpecErrors
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 

@@ -28,7 +28,7 @@ from transforms.routing import Router
 from transforms.thought_signatures import CaptureThoughtSignatures, RestoreThoughtSignatures, SignatureCache
 from transforms.upstream import Upstream
 
-from .errors import SpecError, SpecErrors
+from vandamme.sources import SpecError, SpecErrors
 from .loader import LoadedSpec
 from .pipeline import Pipeline
 

@@ -14,7 +14,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from .loader import PASSTHRU, LoadedSpec
-from .sources import Path, SourceMap
+from vandamme.sources import Path, SourceMap
 from .validation import is_secret_path
 
 __all__ = ["render_config", "mask_secret"]

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 from transforms.aliases import AliasIndex, Resolution
 from transforms.routing import RequestFeatures, Router
 
-from .sources import SourceMap
+from vandamme.sources import SourceMap
 
 
 def _key_env(pdata: Mapping[str, Any], name: str) -> str:

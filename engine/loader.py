@@ -22,8 +22,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
-from .errors import SpecError, SpecErrors
-from .sources import Path, Source, SourceMap
+from vandamme.sources import Path, Source, SourceMap, SpecError, SpecErrors
 
 __all__ = ["LoadedSpec", "load_spec", "load_files", "display_path", "deep_merge"]
 

@@ -12,8 +12,7 @@ from typing import Any, Callable, Mapping
 
 from cerberus import Validator
 
-from .errors import SpecError
-from .sources import Path, Source, SourceMap
+from vandamme.sources import Path, Source, SourceMap, SpecError
 
 __all__ = ["apply_env", "SIMPLE_OVERLAYS", "parse_bool", "split_keys", "header_name"]
 

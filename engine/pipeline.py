@@ -1,72 +1,17 @@
-"""Stage runtime: a per-request Context, the Stage protocol, and Pipelines that run stages in spans.
+"""Stage runtime: Pipelines that run stages in order, each in its own span when tracing is on.
 
-A stage is a small object with a ``name`` (its span name) and an async ``run(ctx)`` that reads and
-writes the Context. A stage that produces the answer sets ``ctx.response`` to a ``BufferedResponse``
-or a ``StreamingResponse``; later stages may wrap it (e.g. convert a stream chunk by chunk).
+The stage protocol, Context and the response types live in the kernel (``vandamme.kernel``); a
+stage that produces the answer sets ``ctx.response`` to a ``BufferedResponse`` or a
+``StreamingResponse``, and later stages may wrap it (e.g. convert a stream chunk by chunk).
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol, Sequence
+from typing import Sequence
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode, get_current_span
+from opentelemetry.trace import Status, StatusCode
 
-
-@dataclass(slots=True)
-class BufferedResponse:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-@dataclass(slots=True)
-class StreamingResponse:
-    """An answer sent chunk by chunk as it arrives. ``chunks`` yields bytes; ``close`` releases
-    the upstream (called when the client goes away or the stream ends)."""
-
-    status: int
-    chunks: AsyncIterator[bytes]
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "text/event-stream"
-    close: Callable[[], Any] | None = None
-
-
-Response = BufferedResponse | StreamingResponse
-
-
-@dataclass(slots=True)
-class Context:
-    """Everything one request carries through the graph. Stages never reach into globals."""
-
-    request_id: str
-    raw_body: bytes
-    headers: Any  # inbound request headers (case-insensitive mapping)
-    endpoint: str = "messages"  # messages | count_tokens
-    started: float = field(default_factory=time.perf_counter)
-    head: Any = None  # the request's top-level fields (transforms.request_stages.RequestHead)
-    body: dict | None = None  # the whole Anthropic request, decoded only where a stage needs it
-    requested_model: str = ""  # the model string the client sent
-    stream: bool = False
-    provider: Any = None  # engine.compiler.Provider chosen for this attempt
-    model: str = ""  # upstream model name for the chosen provider
-    resolution: list = field(default_factory=list)  # how the model was resolved (for logs/explain)
-    targets: list = field(default_factory=list)  # [(provider, model), ...] primary then fallbacks
-    api_key: str | None = None
-    upstream_headers: dict[str, str] = field(default_factory=dict)
-    upstream_body: bytes | None = None  # what the upstream stage sends
-    upstream_path: str = ""  # path appended to the provider's base URL
-    response: Response | None = None
-    attrs: dict = field(default_factory=dict)  # free-form per-request data for stages
-    timings: dict = field(default_factory=dict)  # stage name -> seconds
-
-
-class Stage(Protocol):
-    name: str
-
-    async def run(self, ctx: Context) -> None: ...
+from vandamme.kernel import BufferedResponse, Context, Response, Stage, StreamingResponse, recording
 
 
 class Pipeline:
@@ -106,11 +51,6 @@ class Pipeline:
                     raise
                 finally:
                     span.set_attributes(span_attributes(ctx, stage.name))
-
-
-def recording() -> bool:
-    """Whether the request's current span is being recorded (sampled)."""
-    return get_current_span().is_recording()
 
 
 def span_attributes(ctx: Context, stage: str) -> dict:

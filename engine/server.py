@@ -19,7 +19,7 @@ from sanic.response import HTTPResponse, raw
 from transforms.errors import GatewayError, error_body, error_event, error_type_for
 
 from .compiler import Gateway
-from .errors import SpecErrors
+from vandamme.sources import SpecErrors
 from .models import ModelCatalog
 from .pipeline import BufferedResponse, Context
 

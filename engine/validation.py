@@ -19,8 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from transforms.aliases import normalize as normalize_alias  # one rule for alias names
 
-from .errors import SpecError
-from .sources import Path, Source, SourceMap, format_path
+from vandamme.sources import Path, Source, SourceMap, SpecError, format_path
 
 __all__ = ["validate", "load_schema", "SCHEMA_PATH", "is_secret_path", "is_secret_header",
            "split_target", "normalize_alias"]

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import SpecErrors
-from engine.sources import Source, SourceMap
+from vandamme.sources import Source, SourceMap, SpecErrors
 from transforms.aliases import AliasIndex, normalize
 
 

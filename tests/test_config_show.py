@@ -7,7 +7,7 @@ from ruamel.yaml import YAML
 
 from engine.config_show import mask_secret, render_config
 from engine.loader import LoadedSpec, load_spec
-from engine.sources import Source, SourceMap
+from vandamme.sources import Source, SourceMap
 
 SPEC = """\
 version: 1

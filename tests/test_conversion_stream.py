@@ -5,7 +5,7 @@ import aiohttp
 import orjson
 import pytest
 
-from engine.pipeline import BufferedResponse, Context, StreamingResponse
+from vandamme.kernel import BufferedResponse, Context, StreamingResponse
 from tests.fakes.openai_upstream import (
     FakeOpenAI,
     Reply,
@@ -411,7 +411,7 @@ async def test_request_stage():
     await stage.run(ctx)
     assert ctx.upstream_path == "/chat/completions"
     assert orjson.loads(ctx.upstream_body)["messages"] == [{"role": "user", "content": "Hi"}]
-    assert ctx.attrs["stop_sequences"] == ["END"]
+    assert ctx.stop_sequences == ["END"]
     ctx2 = ctx_for(BODY)
     ctx2.upstream_path = "/openai/deployments/x/chat/completions?api-version=1"
     await stage.run(ctx2)
@@ -420,7 +420,7 @@ async def test_request_stage():
 
 async def test_response_stage_buffered():
     ctx = ctx_for(BODY)
-    ctx.attrs["stop_sequences"] = None
+    ctx.stop_sequences = None
     ctx.response = BufferedResponse(200, orjson.dumps(build_completion(
         Reply(text="Hey"), "gpt-4o", "chatcmpl-1", 1)))
     stage = OpenAIToAnthropic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 
 from engine.explain import explain, explain_json
-from engine.sources import Source, SourceMap
+from vandamme.sources import Source, SourceMap
 
 DATA = {
     "default_provider": "openai",

@@ -5,10 +5,10 @@ import copy
 
 import pytest
 
-from engine.errors import SpecErrors
+from vandamme.sources import SpecErrors
 from engine.loader import load_spec
 from engine.overlays import apply_env, header_name, parse_bool, split_keys
-from engine.sources import Source, SourceMap
+from vandamme.sources import Source, SourceMap
 
 BASE = {
     "version": 1,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict
 
-from engine.errors import SpecErrors
-from engine.pipeline import Context
-from engine.sources import Source, SourceMap
+from vandamme.sources import SpecErrors
+from vandamme.kernel import Context
+from vandamme.sources import Source, SourceMap
 from transforms.aliases import AliasIndex
 from transforms.errors import GatewayError
 from transforms.resolve_stage import ResolveTarget
@@ -206,7 +206,7 @@ async def test_stage_route_path_skips_inactive_fallbacks():
     c = ctx_for(body(), {"anthropic-beta": "context-1m-2025-08-07"})
     await st.run(c)
     assert c.targets == [(provs["gemini"], "gemini-2.5-pro"), (provs["openai"], "gpt-4o")]
-    assert c.resolution[0].kind == "route" and c.attrs["route"] == "lc"
+    assert c.resolution[0].kind == "route" and c.route.name == "lc"
     c = ctx_for(body())
     await st.run(c)
     assert (c.provider.name, c.model) == ("openai", "gpt-4o")

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from engine.errors import SpecErrors
+from vandamme.sources import SpecErrors
 from engine.loader import LoadedSpec, load_files, load_spec
-from engine.sources import Source
+from vandamme.sources import Source
 
 MINIMAL = """\
 version: 1

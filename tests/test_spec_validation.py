@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import SpecErrors
+from vandamme.sources import SpecErrors
 from engine.loader import load_spec
-from engine.sources import Source, SourceMap
+from vandamme.sources import Source, SourceMap
 from engine.validation import normalize_alias, split_target, validate
 
 HEAD = """\

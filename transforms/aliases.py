@@ -26,8 +26,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from engine.errors import SpecError, SpecErrors
-from engine.sources import SourceMap
+from vandamme.sources import SourceMap, SpecError, SpecErrors
 
 GLOBAL = "global"
 MAX_DEPTH = 16  # alias chains longer than this are treated as cycles

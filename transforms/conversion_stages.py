@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 import orjson
 from loguru import logger
 
-from engine.pipeline import BufferedResponse, Context, StreamingResponse
+from vandamme.kernel import BufferedResponse, Context, StreamingResponse
 from transforms.anthropic_to_openai import RequestConverter
 from transforms.errors import GatewayError
 from transforms.openai_stream import StreamConverter
@@ -61,7 +61,7 @@ class AnthropicToOpenAI:
         if not ctx.upstream_path:
             ctx.upstream_path = CHAT_COMPLETIONS_PATH
         stops = body.get("stop_sequences")
-        ctx.attrs["stop_sequences"] = stops if isinstance(stops, list) and stops else None
+        ctx.stop_sequences = stops if isinstance(stops, list) and stops else None
 
 
 class OpenAIToAnthropic:
@@ -75,7 +75,7 @@ class OpenAIToAnthropic:
 
     async def run(self, ctx: Context) -> None:
         resp = ctx.response
-        stops = ctx.attrs.get("stop_sequences")
+        stops = ctx.stop_sequences
         model = ctx.requested_model or ctx.model
         if isinstance(resp, BufferedResponse):
             if resp.status != 200:

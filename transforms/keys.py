@@ -91,15 +91,15 @@ class SelectKey:
                 raise GatewayError(401, f"provider '{self.provider_name}' uses the client's API key: "
                                         "send it as x-api-key or Authorization: Bearer", "authentication_error")
             ctx.api_key = key
-            ctx.attrs["key_order"] = None
+            ctx.key_order = None
             return
         if self.ring is None or not len(self.ring):
             if self.requires_key:
                 raise GatewayError(401, f"provider '{self.provider_name}' has no API key configured: "
                                         f"set {self.provider_name.upper()}_API_KEY", "authentication_error")
             ctx.api_key = None
-            ctx.attrs["key_order"] = None
+            ctx.key_order = None
             return
         order = self.ring.order()
-        ctx.attrs["key_order"] = order
+        ctx.key_order = order
         ctx.api_key = self.ring.keys[order[0]]

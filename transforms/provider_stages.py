@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from engine.pipeline import BufferedResponse, recording
+from vandamme.kernel import BufferedResponse, recording
 
 from .errors import GatewayError
 from .request_stages import full_body
@@ -32,7 +32,7 @@ class Dispatch:
         targets = ctx.targets or [(ctx.provider, ctx.model)]
         last = len(targets) - 1
         for i, (provider, model) in enumerate(targets):
-            ctx.provider, ctx.model = provider, model
+            ctx.start_attempt(i, provider, model)
             pipeline = provider.count_pipeline if ctx.endpoint == "count_tokens" else provider.pipeline
             try:
                 if self.tracer is None or last == 0 or not recording():
@@ -42,18 +42,11 @@ class Dispatch:
                         span.set_attributes({"vandamme.target": f"{provider.name}:{model}",
                                              "vandamme.target_index": i})
                         await pipeline.run(ctx)
-                ctx.attrs["target_index"] = i
                 return
             except GatewayError as exc:
                 if i == last or exc.status in NO_FALLBACK_STATUSES:
                     raise
-                ctx.attrs.setdefault("fallback_errors", []).append(
-                    (provider.name, model, exc.status, exc.error_type))
-                ctx.response = None
-                ctx.upstream_body = None
-                ctx.upstream_path = ""
-                ctx.upstream_headers = {}
-                ctx.api_key = None
+                ctx.fallback_errors.append((provider.name, model, exc.status, exc.error_type))
 
 
 class AzureDeployment:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from engine.pipeline import Context
+from vandamme.kernel import Context
 
 from .aliases import AliasIndex, Step
 from .errors import GatewayError
@@ -61,7 +61,7 @@ class ResolveTarget:
             steps = [Step("route", None, None, res.target, route.source,
                           f"route '{route.name}' matched")]
             steps.extend(res.steps)
-            ctx.attrs["route"] = route.name
+            ctx.route = route
         else:
             res = self.alias_index.resolve(model)
             pairs = ((res.provider, res.model),)

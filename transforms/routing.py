@@ -24,8 +24,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from engine.errors import SpecError, SpecErrors
-from engine.sources import SourceMap
+from vandamme.sources import SourceMap, SpecError, SpecErrors
 
 from .aliases import AliasIndex, Resolution, normalize
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import orjson
 
-from engine.pipeline import BufferedResponse, StreamingResponse
+from vandamme.kernel import BufferedResponse, StreamingResponse
 
 
 class SignatureCache:

@@ -16,7 +16,7 @@ import random
 
 import aiohttp
 
-from engine.pipeline import BufferedResponse, StreamingResponse, recording
+from vandamme.kernel import BufferedResponse, StreamingResponse, recording
 
 from .errors import GatewayError, error_event
 from .headers import set_auth
@@ -61,7 +61,7 @@ class Upstream:
     async def run(self, ctx) -> None:
         provider = self.provider
         url = provider.base_url + ctx.upstream_path
-        order = ctx.attrs.get("key_order")
+        order = ctx.key_order
         keys = [self.ring.keys[i] for i in order] if order else [ctx.api_key]
         last: GatewayError | None = None
         attempt_no = 0
@@ -86,7 +86,7 @@ class Upstream:
                             if not isinstance(outcome, str) else 200,
                         })
                 if outcome == "ok":
-                    ctx.attrs["attempts"] = attempt_no
+                    ctx.upstream_attempts = attempt_no
                     return
                 last = outcome
                 if outcome.status in KEY_FAILOVER_STATUSES:

@@ -1,4 +1,5 @@
-"""Where every spec value came from: a file position or an environment variable.
+"""Where every spec value came from (a file position or an environment variable), and the spec
+errors that carry it.
 
 A *path* is a tuple of mapping keys (str) and list indexes (int) from the root of the merged
 spec, e.g. ("providers", "openai", "api_keys", 0). The source map records, for each path, the
@@ -6,7 +7,7 @@ position of the key (for a mapping entry) or of the item (for a list element) th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 Path = tuple  # tuple[str | int, ...]
@@ -74,3 +75,36 @@ class SourceMap(dict):
         n = len(path)
         for key in [k for k in self if k[:n] == path]:
             del self[key]
+
+@dataclass(frozen=True, slots=True)
+class SpecError:
+    message: str
+    source: Source = DEFAULT
+    path: Path = ()
+    related: tuple = field(default=())  # further Sources (e.g. the other end of an alias cycle)
+
+    def __str__(self) -> str:
+        """``file:line:col: path.to.key: message`` or ``env:VAR: path: message``."""
+        where = str(self.source)
+        text = f"{where}: {format_path(self.path)}: {self.message}" if self.path else f"{where}: {self.message}"
+        return text
+
+    def as_dict(self) -> dict:
+        s = self.source
+        return {
+            "file": s.file,
+            "line": s.line or None,
+            "col": s.col or None,
+            "env": s.env,
+            "path": format_path(self.path) if self.path else None,
+            "message": self.message,
+            "related": [str(r) for r in self.related],
+        }
+
+
+class SpecErrors(Exception):
+    """One or more spec errors; raised by loading, overlaying, validating or compiling."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
