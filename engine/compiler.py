@@ -2,7 +2,9 @@
 
 Everything that can be decided before the first request is decided here: header templates are
 compiled (constant ones rendered), converters are configured per provider, the alias index and
-route matchers are built, and each provider gets its ordered stage list.
+route matchers are built, and every pipeline is assembled as a loop over the stage registry's
+templates and the spec's declared middleware (global, then route, then provider). A route that
+declares middleware gets its own pipeline on each provider it can send to.
 """
 from __future__ import annotations
 
@@ -16,21 +18,22 @@ from loguru import logger
 
 from transforms.aliases import AliasIndex
 from transforms.anthropic_to_openai import RequestConverter
-from transforms.conversion_stages import AnthropicToOpenAI, OpenAIToAnthropic
 from transforms.errors import GatewayError
 from transforms.headers import HeaderTemplateError, RenderHeaders
-from transforms.keys import PASSTHRU, KeyRing, SelectKey
-from transforms.passthrough import PassthroughBody
-from transforms.provider_stages import AzureDeployment, Dispatch, EstimateTokens
-from transforms.request_stages import DecodeBody, Parse, Validate
+from transforms.keys import PASSTHRU, KeyRing
+from transforms.registry import (COUNT_TEMPLATES, DECODE_MODES, FRONT_TEMPLATE, PIPELINE_TEMPLATES,
+                                 RESPONSE_MIDDLEWARE, Registry, StageSpec, default_registry, template_key)
+from transforms.request_stages import RepeatedParts
 from transforms.resolve_stage import ResolveTarget
 from transforms.routing import Router
-from transforms.thought_signatures import CaptureThoughtSignatures, RestoreThoughtSignatures, SignatureCache
+from transforms.thought_signatures import SignatureCache
 from transforms.upstream import Upstream
-
+from vandamme.kernel import ANTHROPIC, OPENAI, StageKind
 from vandamme.sources import SpecError, SpecErrors
+
+from .declarations import Declared, declarations
 from .loader import LoadedSpec
-from .pipeline import Pipeline
+from .pipeline import Pipeline, StageNode
 
 SERVER_DEFAULTS = {
     "host": "127.0.0.1",
@@ -87,7 +90,16 @@ class Provider:
     pool: Mapping[str, Any]
     pipeline: Pipeline | None = None
     count_pipeline: Pipeline | None = None
+    route_pipelines: dict[int, Pipeline] = field(default_factory=dict)  # route index -> pipeline
+    middleware: tuple = ()  # this provider's declared middleware, built
     session: aiohttp.ClientSession | None = None
+
+    def pipeline_for(self, route: Any) -> Pipeline | None:
+        """The pipeline a request takes here: the matched route's variant (with its middleware)
+        when the route declares middleware, else the provider's own."""
+        if route is not None and self.route_pipelines:
+            return self.route_pipelines.get(route.index, self.pipeline)
+        return self.pipeline
 
     def summary(self) -> dict:
         """What /health and logs may say about a provider: never a key."""
@@ -125,6 +137,7 @@ class Gateway:
     front: Pipeline
     tracer: Any = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    registry: Any = None
 
     async def start(self) -> None:
         for p in self.providers.values():
@@ -141,7 +154,14 @@ class Gateway:
             if p.pipeline is not None:
                 out[f"{p.name}"] = p.pipeline.stage_names
                 out[f"{p.name}.count_tokens"] = p.count_pipeline.stage_names
+                for pipe in p.route_pipelines.values():
+                    out[pipe.name] = pipe.stage_names
         return out
+
+    def pipeline_for(self, provider: str, route: Any = None) -> Pipeline | None:
+        """The pipeline a request resolved to ``provider`` (through ``route``, or None) runs."""
+        p = self.providers.get(provider)
+        return p.pipeline_for(route) if p is not None else None
 
 
 def settings_from(data: dict) -> Settings:
@@ -191,80 +211,159 @@ def _provider(name: str, spec: dict, settings: Settings) -> Provider:
     )
 
 
-def uses_thought_signatures(p: Provider, data: dict) -> bool:
-    """The Gemini middleware applies to OpenAI-format providers that are Gemini: named gemini* or
-    pointing at Google's generativelanguage endpoint; it is on when listed in ``middleware`` or
-    ``thought_signatures.enabled`` (GEMINI_THOUGHT_SIGNATURES_ENABLED) is true."""
-    on = "gemini_thought_signatures" in (data.get("middleware") or []) or \
-        bool((data.get("thought_signatures") or {}).get("enabled"))
-    is_gemini = p.name.startswith("gemini") or "generativelanguage.googleapis.com" in p.base_url
-    return on and is_gemini and p.format == "openai"
+@dataclass
+class BuildEnv:
+    """What stage factories get at compile time: gateway-wide objects, and for a provider pipeline
+    that provider's own (its key ring, headers, upstream stage, converter)."""
+
+    settings: Settings
+    tracer: Any
+    shared: Mapping[str, Any]
+    resolver: Any = None
+    provider: Provider | None = None
+    ring: KeyRing | None = None
+    headers: RenderHeaders | None = None
+    upstream: Upstream | None = None
+    converter: RequestConverter | None = None
+    decode_mode: str = "full"
+    openai_request_hooks: bool = False
 
 
-def _provider_stages(p: Provider, data: dict, settings: Settings, tracer, errors: list[SpecError],
-                     sources, signatures: SignatureCache) -> tuple[list, list]:
+@dataclass(frozen=True, eq=False)
+class BuiltMiddleware:
+    """A declared middleware built once (its stages are shared by every pipeline it is in)."""
+
+    declared: Declared
+    request: Any
+    response: Any
+
+
+def _node(stage: Any, spec: StageSpec, origin: str, side: str) -> StageNode:
+    return StageNode(stage, spec.name, spec.kind.value, spec.consumes, spec.needs_body, origin, side)
+
+
+def assemble(name: str, template: tuple, middleware: tuple[BuiltMiddleware, ...], env: BuildEnv,
+             registry: Registry) -> Pipeline:
+    """One pipeline: the template's stages from the registry, the declared middleware of each wire
+    format where the template marks it (answers in reverse), one ``decode_body`` before the first
+    stage that needs the decoded request, and ``encode_upstream`` after the last OpenAI-side stage
+    that changes the converted request."""
+    openai_body_hooks = [m for m in middleware
+                         if m.request is not None and m.declared.spec.consumes == OPENAI and m.declared.spec.needs_body]
+    env.openai_request_hooks = bool(openai_body_hooks)
+    nodes: list[StageNode] = []
+    for item in template:
+        if isinstance(item, tuple):  # where the declared middleware of one wire format go
+            marker, fmt = item
+            ours = [m for m in middleware if m.declared.spec.consumes == fmt]
+            if marker == RESPONSE_MIDDLEWARE:
+                nodes += [_node(m.response, m.declared.spec, str(m.declared.source), "response")
+                          for m in reversed(ours) if m.response is not None]
+            else:
+                nodes += [_node(m.request, m.declared.spec, str(m.declared.source), "request")
+                          for m in ours if m.request is not None]
+            continue
+        spec = registry[item]
+        side = "response" if spec.kind is StageKind.RESPONSE else "request"
+        nodes.append(_node(spec.build({}, env).request, spec, "built in", side))
+    first = next((i for i, n in enumerate(nodes)
+                  if n.side == "request" and n.consumes == ANTHROPIC and n.needs_body), None)
+    if first is not None:
+        spec = registry["decode_body"]
+        nodes.insert(first, _node(spec.build({}, env).request, spec, "built in", "request"))
+    if openai_body_hooks:
+        last = max(i for i, n in enumerate(nodes) if n.stage is openai_body_hooks[-1].request)
+        spec = registry["encode_upstream"]
+        nodes.insert(last + 1, _node(spec.build({}, env).request, spec, "built in", "request"))
+    return Pipeline(name, [n.stage for n in nodes], env.tracer, nodes=nodes,
+                    middleware=tuple(m.declared.name for m in middleware))
+
+
+def _provider_env(p: Provider, data: dict, settings: Settings, base: BuildEnv, errors: list[SpecError],
+                  sources) -> BuildEnv | None:
     spec = p.spec
     ring = KeyRing(tuple(k for k in (spec.get("api_keys") or []) if k != PASSTHRU),
                    float(spec.get("key_cooldown", 60.0)))
-    select = SelectKey(p.name, ring, p.passthrough, spec.get("requires_key", True))
     try:
         headers = RenderHeaders(p.name, p.format, p.auth, dict(data.get("headers") or {}),
                                 dict(spec.get("headers") or {}), list(spec.get("client_headers") or []))
     except HeaderTemplateError as exc:
         errors.append(SpecError(str(exc), sources.nearest(("providers", p.name, "headers")),
                                 ("providers", p.name, "headers")))
-        return [], []
+        return None
     max_retries = int(spec.get("max_retries", settings.max_retries))
-    if p.format == "anthropic":
-        upstream = Upstream(p, ring, max_retries, settings.retry_backoff, tracer, passthrough_stream=True)
-        stages = [select, headers, PassthroughBody(), upstream]
-        return stages, stages
-    limit = spec.get("max_tokens_limit", settings.max_tokens_limit)
-    converter = RequestConverter(max_tokens_limit=limit, allow_top_k=bool(spec.get("allow_top_k", False)),
+    upstream = Upstream(p, ring, max_retries, settings.retry_backoff, base.tracer,
+                        passthrough_stream=p.format == ANTHROPIC)
+    converter = RequestConverter(max_tokens_limit=spec.get("max_tokens_limit", settings.max_tokens_limit),
+                                 allow_top_k=bool(spec.get("allow_top_k", False)),
                                  reasoning=bool(spec.get("reasoning", False)))
-    stages = [DecodeBody(), select, headers]
-    if spec.get("api_style") == "azure":
-        stages.append(AzureDeployment(dict(spec.get("deployments") or {})))
-    stages.append(AnthropicToOpenAI(converter))
-    gemini = uses_thought_signatures(p, data)
-    if gemini:
-        stages.append(RestoreThoughtSignatures(signatures))
-    stages.append(Upstream(p, ring, max_retries, settings.retry_backoff, tracer))
-    if gemini:
-        stages.append(CaptureThoughtSignatures(signatures))
-    stages.append(OpenAIToAnthropic(ping_interval=settings.ping_interval))
-    return stages, [EstimateTokens()]
+    key = template_key(p.format, spec.get("api_style"))
+    return BuildEnv(settings, base.tracer, base.shared, provider=p, ring=ring, headers=headers,
+                    upstream=upstream, converter=converter, decode_mode=DECODE_MODES[key])
 
 
-def compile_gateway(loaded: LoadedSpec, tracer_provider=None) -> Gateway:
+def _build_middleware(declared: tuple[Declared, ...], env: BuildEnv) -> tuple[BuiltMiddleware, ...]:
+    out = []
+    for d in declared:
+        built = d.spec.build(d.config, env)
+        out.append(BuiltMiddleware(d, built.request, built.response))
+    return tuple(out)
+
+
+def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry | None = None) -> Gateway:
     """Compile a loaded spec. ``tracer_provider`` (an OTel SDK TracerProvider) turns on one span
     per stage; None means tracing is off and the stage loop carries no span code at all."""
     data = loaded.data
+    registry = registry or default_registry()
     settings = settings_from(data)
     tracer = tracer_provider.get_tracer("vandamme") if tracer_provider is not None else None
-    errors: list[SpecError] = []
-    providers: dict[str, Provider] = {}
+    decl, errors = declarations(data, loaded.sources, registry)
+    if errors:
+        raise SpecErrors(errors)
     ts = data.get("thought_signatures") or {}
     signatures = SignatureCache(float(ts.get("cache_ttl", 3600.0)), int(ts.get("max_cache_size", 10000)))
+    shared = MappingProxyType({"thought_signatures": signatures, "repeated_parts": RepeatedParts()})
+    base = BuildEnv(settings, tracer, shared)
+    global_mw = _build_middleware(decl.global_, base)
+    route_mw = {i: _build_middleware(d, base) for i, d in (decl.routes or {}).items() if d}
+    providers: dict[str, Provider] = {}
+    envs: dict[str, BuildEnv] = {}
     for name, spec in (data.get("providers") or {}).items():
         p = _provider(name, dict(spec), settings)
-        stages, count_stages = _provider_stages(p, data, settings, tracer, errors, loaded.sources,
-                                               signatures)
-        p.pipeline = Pipeline(name, stages, tracer)
-        p.count_pipeline = Pipeline(f"{name}.count_tokens", count_stages, tracer)
+        env = _provider_env(p, data, settings, base, errors, loaded.sources)
         providers[name] = p
+        if env is None:
+            continue
+        envs[name] = env
+        key = template_key(p.format, spec.get("api_style"))
+        provider_mw = _build_middleware(decl.provider(name), env)
+        p.middleware = provider_mw
+        p.pipeline = assemble(name, PIPELINE_TEMPLATES[key], global_mw + provider_mw, env, registry)
+        p.count_pipeline = assemble(f"{name}.count_tokens", COUNT_TEMPLATES[key], (), env, registry)
     if errors:
         raise SpecErrors(errors)
     active = {n for n, p in providers.items() if p.active}
     alias_index = AliasIndex.build(data, loaded.sources, active=active)
     router = Router.build(data, loaded.sources, alias_index)
-    resolve = ResolveTarget(router, alias_index, providers)
-    front = Pipeline("front", [Parse(), Validate(), resolve, Dispatch(tracer)], tracer)
+    for route in router.routes:  # a route with middleware gets its own pipeline on each of its targets
+        mw = route_mw.get(route.index)
+        if not mw:
+            continue
+        for pname, _model in route.targets:
+            p = providers.get(pname)
+            if p is None or pname not in envs or route.index in p.route_pipelines:
+                continue
+            key = template_key(p.format, p.spec.get("api_style"))
+            p.route_pipelines[route.index] = assemble(
+                f"{pname} (route {route.name})", PIPELINE_TEMPLATES[key], global_mw + mw + p.middleware,
+                envs[pname], registry)
+    base.resolver = ResolveTarget(router, alias_index, providers)
+    front = assemble("front", FRONT_TEMPLATE, (), base, registry)
     default = data.get("default_provider")
     logger.debug("compiled {} providers ({} active)", len(providers), len(active))
     return Gateway(spec=loaded, settings=settings, providers=MappingProxyType(providers),
                    default_provider=default, alias_index=alias_index, router=router, front=front,
-                   tracer=tracer, extras=MappingProxyType({"thought_signatures": signatures}))
+                   tracer=tracer, extras=shared, registry=registry)
 
 
 __all__ = ["Gateway", "Provider", "Settings", "compile_gateway", "settings_from", "GatewayError"]

@@ -75,7 +75,6 @@ SIMPLE_OVERLAYS: dict[str, tuple[Path, _Kind]] = {
     "CONNECT_TIMEOUT": (("server", "connect_timeout"), _FLOAT),
     "MAX_RETRIES": (("server", "max_retries"), _INT),
     "MAX_TOKENS_LIMIT": (("server", "max_tokens_limit"), _INT),
-    "GEMINI_THOUGHT_SIGNATURES_ENABLED": (("thought_signatures", "enabled"), _BOOL),
     "THOUGHT_SIGNATURE_CACHE_TTL": (("thought_signatures", "cache_ttl"), _FLOAT),
     "THOUGHT_SIGNATURE_MAX_CACHE_SIZE": (("thought_signatures", "max_cache_size"), _INT),
     "OTEL_EXPORTER_OTLP_ENDPOINT": (("telemetry", "otlp_endpoint"), _STR),
@@ -202,4 +201,45 @@ def apply_env(data: dict, sources: SourceMap, environ: Mapping[str, str]) -> lis
             errors.append(SpecError(f"must be {kind[2]}, got {raw.strip()!r}", Source(env=var), path))
             continue
         _set(data, sources, path, value, var)
+
+    errors.extend(_gemini_thought_signatures(data, sources, environ))
     return errors
+
+
+GEMINI_MIDDLEWARE = "gemini_thought_signatures"
+GEMINI_HOST = "generativelanguage.googleapis.com"
+
+
+def is_gemini(name: str, provider: Any) -> bool:
+    """An OpenAI-format provider named gemini* or pointing at Google's Generative Language API."""
+    return isinstance(provider, dict) and provider.get("format") == "openai" and (
+        name.startswith("gemini") or GEMINI_HOST in str(provider.get("base_url") or ""))
+
+
+def _gemini_thought_signatures(data: dict, sources: SourceMap, environ: Mapping[str, str]) -> list[SpecError]:
+    """GEMINI_THOUGHT_SIGNATURES_ENABLED declares (true) or removes (false) the
+    gemini_thought_signatures middleware on every Gemini provider; `config show` shows it."""
+    var = "GEMINI_THOUGHT_SIGNATURES_ENABLED"
+    raw = _env(environ, var)
+    if raw is None:
+        return []
+    ok, on = _coerce(var, raw, _BOOL)
+    if not ok:
+        return [SpecError(f"must be {_BOOL[2]}, got {raw.strip()!r}", Source(env=var))]
+    for name, provider in (data.get("providers") or {}).items():
+        if not is_gemini(name, provider):
+            continue
+        current = provider.get("middleware")
+        items = list(current) if isinstance(current, list) else []
+        named = [i for i, item in enumerate(items) if item == GEMINI_MIDDLEWARE or
+                 (isinstance(item, dict) and GEMINI_MIDDLEWARE in item)]
+        if on and not named:
+            path = ("providers", name, "middleware")
+            if not isinstance(current, list):
+                _set(data, sources, path, [], var)
+            provider["middleware"].append(GEMINI_MIDDLEWARE)
+            sources[path + (len(provider["middleware"]) - 1,)] = Source(env=var)
+        elif not on and named:
+            kept = [item for i, item in enumerate(items) if i not in named]
+            _set(data, sources, ("providers", name, "middleware"), kept, var)
+    return []

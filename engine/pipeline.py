@@ -6,7 +6,8 @@ stage that produces the answer sets ``ctx.response`` to a ``BufferedResponse`` o
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -14,15 +15,44 @@ from opentelemetry.trace import Status, StatusCode
 from vandamme.kernel import BufferedResponse, Context, Response, Stage, StreamingResponse, recording
 
 
+@dataclass(frozen=True, slots=True)
+class StageNode:
+    """A stage in a compiled pipeline, with what the registry declares of it and where it came
+    from: ``origin`` is the spec position (``file:line:col``), ``env:VAR`` or ``built in``."""
+
+    stage: Any
+    name: str
+    kind: str
+    consumes: str
+    needs_body: bool
+    origin: str
+    side: str  # "request" (on the way in) or "response" (on the way out)
+
+    @property
+    def detail(self) -> str | None:
+        return getattr(self.stage, "detail", None)
+
+    def as_dict(self) -> dict:
+        out = {"name": self.name, "kind": self.kind, "consumes": self.consumes, "side": self.side,
+               "needs_body": self.needs_body, "source": self.origin}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
 class Pipeline:
     """An ordered, immutable list of stages. ``run`` executes them in order, each in its own span
-    when tracing is on; with tracing off the loop carries no span overhead at all."""
+    when tracing is on; with tracing off the loop carries no span overhead at all. ``nodes``
+    describe the stages for `vandamme graph`; ``middleware`` names the declared ones in order."""
 
-    __slots__ = ("name", "stages", "_tracer", "_run")
+    __slots__ = ("name", "stages", "nodes", "middleware", "_tracer", "_run")
 
-    def __init__(self, name: str, stages: Sequence[Stage], tracer: trace.Tracer | None = None):
+    def __init__(self, name: str, stages: Sequence[Stage], tracer: trace.Tracer | None = None,
+                 nodes: Sequence[StageNode] = (), middleware: tuple[str, ...] = ()):
         self.name = name
         self.stages = tuple(stages)
+        self.nodes = tuple(nodes)
+        self.middleware = middleware
         self._tracer = tracer
         self._run = self._run_traced if tracer is not None else self._run_plain
 

@@ -86,8 +86,10 @@ def _hint(word: str, choices: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- schema errors
-def _schema_errors(error: ValidationError, sources: SourceMap) -> list[SpecError]:
-    path: Path = tuple(error.absolute_path)
+def schema_errors(error: ValidationError, sources: SourceMap, prefix: Path = ()) -> list[SpecError]:
+    """One jsonschema error as SpecErrors; ``prefix`` is the spec path of the validated value
+    (a stage's config is validated on its own, against the stage's schema)."""
+    path: Path = tuple(prefix) + tuple(error.absolute_path)
     value = error.instance
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
@@ -322,6 +324,8 @@ def _check_headers_values_only(headers: Any, path: Path, sources: SourceMap, err
 
 
 def _semantic(data: dict, sources: SourceMap) -> list[SpecError]:
+    from .declarations import declarations  # it imports the stage registry (and user stages)
+
     errors: list[SpecError] = []
     providers = data.get("providers") or {}
     names = list(providers)
@@ -341,6 +345,7 @@ def _semantic(data: dict, sources: SourceMap) -> list[SpecError]:
         _check_url(endpoint, ("telemetry", "otlp_endpoint"), sources, errors)
     _check_aliases(data, sources, errors)
     _check_routes(data, sources, errors)
+    errors.extend(declarations(data, sources)[1])
     return errors
 
 
@@ -352,8 +357,12 @@ def _sort_key(err: SpecError) -> tuple:
 def validate(data: Any, sources: SourceMap) -> list[SpecError]:
     """Schema errors (all of them); when there are none, the semantic checks' errors."""
     errors: list[SpecError] = []
+    from .declarations import in_middleware_list
+
     for error in _validator().iter_errors(data):
-        errors.extend(_schema_errors(error, sources))
+        if in_middleware_list(error.absolute_path):
+            continue  # middleware items are checked against the stage registry (declarations)
+        errors.extend(schema_errors(error, sources))
     if errors:
         return sorted(errors, key=_sort_key)
     return sorted(_semantic(data, sources), key=_sort_key)

@@ -70,7 +70,7 @@ def test_explain_names_the_default_fallback_alias_target():
     assert r.returncode == 0, r.stderr
     assert "substring_alias 'haiku'" in r.stdout
     assert "provider: openai" in r.stdout and "model:    gpt-4o-mini" in r.stdout
-    assert "select_key -> render_headers -> anthropic_to_openai" in r.stdout
+    assert "select_key -> render_headers -> decode_body -> anthropic_to_openai" in r.stdout
 
 
 def test_explain_live_skips_providers_without_keys():

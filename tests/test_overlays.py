@@ -96,7 +96,7 @@ def test_coercion():
     data, sources, errors = overlay({
         "HOST": "0.0.0.0", "PORT": "9000", "LOG_LEVEL": "debug", "REQUEST_TIMEOUT": "90",
         "CONNECT_TIMEOUT": "2.5", "MAX_RETRIES": "3", "MAX_TOKENS_LIMIT": "8192",
-        "GEMINI_THOUGHT_SIGNATURES_ENABLED": "true", "THOUGHT_SIGNATURE_CACHE_TTL": "60",
+        "THOUGHT_SIGNATURE_CACHE_TTL": "60",
         "THOUGHT_SIGNATURE_MAX_CACHE_SIZE": "100", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
         "OTEL_SERVICE_NAME": "vdm"})
     assert not errors
@@ -105,7 +105,7 @@ def test_coercion():
                  "max_retries": 3, "max_tokens_limit": 8192}
     assert type(s["request_timeout"]) is float and type(s["port"]) is int
     assert data["logging"] == {"level": "DEBUG"}
-    assert data["thought_signatures"] == {"enabled": True, "cache_ttl": 60.0, "max_cache_size": 100}
+    assert data["thought_signatures"] == {"cache_ttl": 60.0, "max_cache_size": 100}
     assert data["telemetry"] == {"otlp_endpoint": "http://c:4318", "service_name": "vdm"}
     assert str(sources[("server", "port")]) == "env:PORT"
     assert str(sources[("server",)]) == "env:HOST"
@@ -114,8 +114,25 @@ def test_coercion():
 @pytest.mark.parametrize("raw,value", [("true", True), ("1", True), ("yes", True), ("ON", True),
                                        ("false", False), ("0", False), ("no", False), ("off", False)])
 def test_bool_coercion(raw, value):
-    data, _, errors = overlay({"GEMINI_THOUGHT_SIGNATURES_ENABLED": raw})
-    assert not errors and data["thought_signatures"]["enabled"] is value
+    """GEMINI_THOUGHT_SIGNATURES_ENABLED declares the middleware on Gemini providers (named
+    gemini* or at Google's endpoint), or removes it; the declaration is sourced env:VAR."""
+    base = copy.deepcopy(BASE)
+    base["providers"]["g2"] = {"format": "openai",
+                               "base_url": "https://generativelanguage.googleapis.com/v1beta/openai"}
+    base["providers"]["gemini"]["middleware"] = [] if value else [{"gemini_thought_signatures": None}, "clamp"]
+    data, sources, errors = overlay({"GEMINI_THOUGHT_SIGNATURES_ENABLED": raw}, base)
+    assert not errors
+    var = "env:GEMINI_THOUGHT_SIGNATURES_ENABLED"
+    for name in ("gemini", "g2"):
+        declared = data["providers"][name].get("middleware") or []
+        assert ("gemini_thought_signatures" in declared) is value
+        if value:
+            at = declared.index("gemini_thought_signatures")
+            assert str(sources.nearest(("providers", name, "middleware", at))) == var
+    assert "middleware" not in data["providers"]["openai"]
+    if not value:
+        assert data["providers"]["gemini"]["middleware"] == ["clamp"]
+        assert str(sources.nearest(("providers", "gemini", "middleware", 0))) == var
 
 
 def test_coercion_errors():
@@ -123,7 +140,7 @@ def test_coercion_errors():
                                "GEMINI_THOUGHT_SIGNATURES_ENABLED": "maybe", "MAX_RETRIES": "1.5"})
     msgs = sorted(str(e) for e in errors)
     assert msgs == [
-        "env:GEMINI_THOUGHT_SIGNATURES_ENABLED: thought_signatures.enabled: must be a boolean "
+        "env:GEMINI_THOUGHT_SIGNATURES_ENABLED: must be a boolean "
         "(true/false/1/0/yes/no/on/off), got 'maybe'",
         "env:MAX_RETRIES: server.max_retries: must be an integer, got '1.5'",
         "env:PORT: server.port: must be an integer, got 'abc'",

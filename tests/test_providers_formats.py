@@ -46,13 +46,16 @@ def test_gemini_thought_signature_round_trip(tmp_path, stream):
     spec = lambda u: f"""
 version: 1
 default_provider: gemini
-middleware: [gemini_thought_signatures]
 thought_signatures: {{cache_ttl: 60, max_cache_size: 100}}
 providers:
-  gemini: {{format: openai, base_url: "{u['g']}", api_keys: [gem-key-0123456789]}}
+  gemini:
+    format: openai
+    base_url: "{u['g']}"
+    api_keys: [gem-key-0123456789]
+    middleware: [gemini_thought_signatures]
 """
     with LiveGateway(spec, {"g": fake}, tmp_path) as gw:
-        assert "capture_thought_signatures" in gw.gateway.providers["gemini"].pipeline.stage_names
+        assert gw.gateway.providers["gemini"].pipeline.middleware == ("gemini_thought_signatures",)
         fake.enqueue(Reply(tool_calls=[ToolCall("lookup", {"q": "vandamme"}, id="call_g1",
                                                 extra_content={"google": {"thought_signature": "sig-XYZ=="}})]),
                      Reply(text="Found it."))

@@ -120,8 +120,9 @@ def test_bad_provider_name(load):
 def test_unknown_middleware(load):
     errs = load.errors(HEAD + "middleware:\n  - gemini_thought_signature\n")
     assert lines(errs) == [
-        "specs/10-x.yaml:10:5: middleware[0]: 'gemini_thought_signature' is not one of "
-        "gemini_thought_signatures; did you mean 'gemini_thought_signatures'?"]
+        "specs/10-x.yaml:10:5: middleware[0]: unknown middleware 'gemini_thought_signature'; did you "
+        "mean 'gemini_thought_signatures'? (known: clamp, drop_params, gemini_thought_signatures, "
+        "inject_system, redact, set_params; or use: 'package.module:Class')"]
 
 
 def test_many_errors_all_reported_sorted(load):
@@ -232,8 +233,8 @@ logging: {level: DEBUG, json: true, access_log: false}
 default_provider: anthropic
 aliases: {fast: openai:gpt-4o-mini}
 headers: {X-Gateway: vandamme}
-middleware: [gemini_thought_signatures]
-thought_signatures: {enabled: true, cache_ttl: 60, max_cache_size: 10}
+middleware: [{inject_system: {text: policy}}, {clamp: {max_tokens: 100}}]
+thought_signatures: {cache_ttl: 60, max_cache_size: 10}
 telemetry: {service_name: vdm, otlp_endpoint: 'http://127.0.0.1:4318'}
 routes:
   - name: big

@@ -32,23 +32,30 @@ def _kept_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 class AnthropicToOpenAI:
-    """ctx.body (Anthropic request) -> ctx.upstream_body (OpenAI chat request, JSON bytes)."""
+    """ctx.body (this attempt's Anthropic request) -> the OpenAI chat request: JSON bytes in
+    ``ctx.upstream_body``, or, when OpenAI-side stages follow that change it (``keep_json``), the
+    dict in ``ctx.upstream_json`` for them (``encode_upstream`` serialises it after the last)."""
 
     name = "anthropic_to_openai"
-    __slots__ = ("converter", "_tools_json")
+    __slots__ = ("converter", "keep_json", "_tools_json")
 
-    def __init__(self, converter: RequestConverter):
+    def __init__(self, converter: RequestConverter, keep_json: bool = False):
         self.converter = converter
+        self.keep_json = keep_json
         # id(tools list) -> (the list, its converted JSON): a tools list that decode_body reuses
         # across requests is serialised once (orjson.Fragment), not on every turn.
         self._tools_json: dict[int, tuple[Any, orjson.Fragment]] = {}
 
     async def run(self, ctx: Context) -> None:
         body = ctx.body
-        if body is None:
-            body = orjson.loads(ctx.raw_body)
-            ctx.body = body
         out = self.converter.convert(body, ctx.model)
+        if not ctx.upstream_path:
+            ctx.upstream_path = CHAT_COMPLETIONS_PATH
+        stops = body.get("stop_sequences")
+        ctx.stop_sequences = stops if isinstance(stops, list) and stops else None
+        if self.keep_json:
+            ctx.upstream_json = out
+            return
         tools = body.get("tools")
         if tools and "tools" in out:
             hit = self._tools_json.get(id(tools))
@@ -58,10 +65,16 @@ class AnthropicToOpenAI:
                 hit = self._tools_json[id(tools)] = (tools, orjson.Fragment(orjson.dumps(out["tools"])))
             out["tools"] = hit[1]
         ctx.upstream_body = orjson.dumps(out)
-        if not ctx.upstream_path:
-            ctx.upstream_path = CHAT_COMPLETIONS_PATH
-        stops = body.get("stop_sequences")
-        ctx.stop_sequences = stops if isinstance(stops, list) and stops else None
+
+
+class EncodeUpstream:
+    """ctx.upstream_json -> ctx.upstream_body, after the OpenAI-side stages that change it."""
+
+    name = "encode_upstream"
+    __slots__ = ()
+
+    async def run(self, ctx: Context) -> None:
+        ctx.upstream_body = orjson.dumps(ctx.upstream_json)
 
 
 class OpenAIToAnthropic:

@@ -33,13 +33,19 @@ def splice_model(raw: bytes, old: str, new: str) -> bytes | None:
 
 
 class PassthroughBody:
-    """Sets the upstream body and path for an Anthropic-format provider."""
+    """Sets the upstream body and path for an Anthropic-format provider: the client's bytes when no
+    stage decoded the request (the model spliced in), else this attempt's changed body."""
 
     name = "passthrough_body"
     __slots__ = ()
 
     async def run(self, ctx) -> None:
         ctx.upstream_path = "/v1/messages/count_tokens" if ctx.endpoint == "count_tokens" else "/v1/messages"
+        if ctx.body is not None:  # middleware changed the request: send what they made of it
+            body = ctx.body
+            body["model"] = ctx.model
+            ctx.upstream_body = orjson.dumps(body)
+            return
         if ctx.model == ctx.requested_model:
             ctx.upstream_body = ctx.raw_body
             return

@@ -16,9 +16,10 @@ NO_FALLBACK_STATUSES = frozenset({400, 413, 422})
 
 
 class Dispatch:
-    """Runs the chosen provider's pipeline; when it fails (after its own retries and key
-    failover) and nothing has been sent yet, the route's next fallback target is tried, in the
-    other format if need be. Each target tried is a span ``fallback.attempt``."""
+    """Runs the chosen provider's pipeline (the matched route's variant, with its middleware);
+    when it fails (after its own retries and key failover) and nothing has been sent yet, the
+    route's next fallback target is tried, in the other format if need be, starting again from
+    the client's request (``ctx.start_attempt``). Each target tried is a span ``fallback.attempt``."""
 
     name = "dispatch"
     __slots__ = ("tracer",)
@@ -33,7 +34,8 @@ class Dispatch:
         last = len(targets) - 1
         for i, (provider, model) in enumerate(targets):
             ctx.start_attempt(i, provider, model)
-            pipeline = provider.count_pipeline if ctx.endpoint == "count_tokens" else provider.pipeline
+            pipeline = provider.count_pipeline if ctx.endpoint == "count_tokens" else \
+                provider.pipeline_for(ctx.route)
             try:
                 if self.tracer is None or last == 0 or not recording():
                     await pipeline.run(ctx)

@@ -98,10 +98,11 @@ class Validate:
 
 
 def full_body(ctx) -> dict:
-    """The whole request as Python objects, every field kept, decoded once per request."""
-    body = ctx.body
+    """The client's whole request as Python objects, every field kept, decoded once per request
+    (``ctx.client_body``). Shared by every attempt: read it, never change it."""
+    body = ctx.client_body
     if body is None:
-        body = ctx.body = orjson.loads(ctx.raw_body)
+        body = ctx.client_body = orjson.loads(ctx.raw_body)
     return body
 
 
@@ -153,19 +154,36 @@ class RepeatedParts:
 
 
 class DecodeBody:
-    """Decodes the fields conversion needs (and, for messages, validates them field by field).
-    Fields no OpenAI-format upstream can take (Anthropic-only options) are not decoded at all."""
+    """Decodes this attempt's request into ``ctx.body`` for the stages that read or change it; the
+    compiler places it before the first of them, so a request is decoded at most once per attempt.
+
+    ``conversion`` mode (OpenAI-format providers) decodes only the fields conversion reads and
+    validates them field by field; fields no OpenAI-format upstream can take are not decoded at all.
+    ``full`` mode (Anthropic-format providers, whose body is otherwise forwarded as bytes) decodes
+    every field, fresh for each attempt, so that a fallback starts from the client's request.
+    """
 
     name = "decode_body"
-    __slots__ = ("check", "parts")
+    __slots__ = ("mode", "parts")
 
-    def __init__(self, check: bool = True, parts: RepeatedParts | None = None):
-        self.check = check
-        self.parts = parts or RepeatedParts()
+    def __init__(self, mode: str = "conversion", parts: RepeatedParts | None = None):
+        if mode not in ("conversion", "full"):
+            raise ValueError(f"decode mode {mode!r}")
+        self.mode = mode
+        self.parts = parts if parts is not None else RepeatedParts()
+
+    @property
+    def detail(self) -> str:
+        return self.mode
 
     async def run(self, ctx) -> None:
-        body = ctx.body
-        if body is None:
+        if self.mode == "full":
+            ctx.body = orjson.loads(ctx.raw_body)
+            return
+        shared = ctx.client_body
+        if shared is not None:  # already decoded for routing: copy its top level
+            body = {name: shared[name] for name in _FIELDS if name in shared}
+        else:
             fields = _decode_fields(ctx.raw_body)  # the front already proved it is a JSON object
             body = {}
             for name in _FIELDS:
@@ -176,6 +194,5 @@ class DecodeBody:
                 raw = body.get(name)
                 if raw is not None:
                     body[name] = self.parts.decode(raw)
-            ctx.body = body
-        if self.check:
-            validate_request(body)
+        validate_request(body)
+        ctx.body = body

@@ -1,4 +1,4 @@
-"""Gemini thought signatures (middleware ``gemini_thought_signatures``).
+"""Gemini thought signatures (middleware ``gemini_thought_signatures``, declared per provider).
 
 Gemini's OpenAI-compatible endpoint puts an opaque signature on tool calls
 (``tool_calls[i].extra_content.google.thought_signature``) and, for thinking models, wants it
@@ -58,17 +58,27 @@ def _signature(tool_call: dict) -> str | None:
 class RestoreThoughtSignatures:
     """Request side: puts cached signatures back on the assistant tool calls being sent."""
 
-    name = "restore_thought_signatures"
+    name = "gemini_thought_signatures"  # the way in
     __slots__ = ("cache",)
 
     def __init__(self, cache: SignatureCache):
         self.cache = cache
 
     async def run(self, ctx) -> None:
+        if not len(self.cache):
+            return
+        data = ctx.upstream_json  # the OpenAI request, while OpenAI-side stages work on it
+        if data is not None:
+            self._restore(data)
+            return
         body = ctx.upstream_body
-        if not len(self.cache) or body is None or b'"tool_calls"' not in body:
+        if body is None or b'"tool_calls"' not in body:
             return
         data = orjson.loads(body)
+        if self._restore(data):
+            ctx.upstream_body = orjson.dumps(data)
+
+    def _restore(self, data: dict) -> bool:
         changed = False
         for msg in data.get("messages", ()):
             for call in msg.get("tool_calls") or ():
@@ -76,14 +86,13 @@ class RestoreThoughtSignatures:
                 if sig is not None and _signature(call) is None:
                     call["extra_content"] = {"google": {"thought_signature": sig}}
                     changed = True
-        if changed:
-            ctx.upstream_body = orjson.dumps(data)
+        return changed
 
 
 class CaptureThoughtSignatures:
     """Response side: records the signatures an answer carries, without holding the stream back."""
 
-    name = "capture_thought_signatures"
+    name = "gemini_thought_signatures"  # the way out
     __slots__ = ("cache",)
 
     def __init__(self, cache: SignatureCache):
@@ -128,3 +137,8 @@ class CaptureThoughtSignatures:
                         if sig and ids.get(index):
                             self.cache.put(ids[index], sig)
             yield chunk
+
+
+def thought_signature_stages(cache: SignatureCache) -> tuple[RestoreThoughtSignatures, CaptureThoughtSignatures]:
+    """The ``gemini_thought_signatures`` middleware: restore on the way in, capture on the way out."""
+    return RestoreThoughtSignatures(cache), CaptureThoughtSignatures(cache)
