@@ -4,7 +4,8 @@ import logging
 import pytest
 
 from transforms.errors import GatewayError
-from transforms.openai_to_anthropic import RAW_ARGUMENTS_KEY, convert_response, message_id
+from transforms.openai_to_anthropic import convert_response
+from transforms.response_rules import RAW_ARGUMENTS_KEY, message_id
 
 
 def completion(message, finish="stop", usage=None, **choice_extra):
@@ -138,6 +139,11 @@ def test_refusal_text():
     assert out["stop_reason"] == "refusal"
 
 
+def test_refusal_after_content_is_its_own_text_block():
+    out = conv(completion({"content": "Hello", "refusal": "No."}))
+    assert out["content"] == [{"type": "text", "text": "Hello"}, {"type": "text", "text": "No."}]
+
+
 def test_empty_answer_is_one_empty_text_block():
     assert conv(completion({"content": None}))["content"] == [{"type": "text", "text": ""}]
     assert conv(completion({"content": ""}))["content"] == [{"type": "text", "text": ""}]
@@ -165,6 +171,8 @@ def test_error_body_with_200_raises():
     assert e.value.message == "model overloaded"
 
 
-def test_empty_choices():
-    out = conv({"id": "x", "choices": []})
-    assert out["content"] == [{"type": "text", "text": ""}] and out["stop_reason"] == "end_turn"
+def test_empty_choices_is_an_upstream_error():
+    with pytest.raises(GatewayError) as e:
+        conv({"id": "x", "choices": []})
+    assert (e.value.status, e.value.error_type) == (502, "api_error")
+    assert e.value.message == "malformed upstream answer: 'choices' is empty"

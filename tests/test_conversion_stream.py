@@ -127,7 +127,8 @@ def test_event_sequence_exact():
         "content_block_stop", "message_delta", "message_stop"]
     start = events[0][1]["message"]
     assert start["content"] == [] and start["model"] == "claude-sonnet"
-    assert start["usage"] == {"input_tokens": 0, "output_tokens": 0}
+    assert start["usage"] == {"input_tokens": 0, "output_tokens": 0,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     assert start["id"].startswith("msg_")
     assert events[1][1]["content_block"] == {"type": "thinking", "thinking": "",
                                              "signature": ""}
@@ -135,14 +136,14 @@ def test_event_sequence_exact():
     delta = events[-2][1]
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert delta["usage"] == {"input_tokens": 12, "cache_read_input_tokens": 0,
-                              "output_tokens": 7}
+                              "cache_creation_input_tokens": 0, "output_tokens": 7}
 
 
 def test_usage_after_finish_and_cached_tokens():
     raw = stream_bytes(Reply(text="x", prompt_tokens=100, completion_tokens=9, cached_tokens=60))
     msg = assemble(run(raw))
     assert msg["usage"] == {"input_tokens": 40, "cache_read_input_tokens": 60,
-                            "output_tokens": 9}
+                            "cache_creation_input_tokens": 0, "output_tokens": 9}
 
 
 def test_tool_use_blocks():

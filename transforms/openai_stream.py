@@ -1,15 +1,17 @@
 """OpenAI chat completion stream (SSE) -> Anthropic Messages stream (SSE), incrementally.
 
-``StreamConverter.feed`` takes upstream bytes cut anywhere (inside a line, inside a UTF-8
-sequence) and returns the Anthropic SSE bytes that can be sent now; ``finish`` closes whatever
+``StreamConverter.feed`` takes upstream bytes cut anywhere (``transforms.sse`` splits them into
+events) and returns the Anthropic SSE bytes that can be sent now; ``finish`` closes whatever
 is open. The output always follows Anthropic's grammar::
 
     message_start (content_block_start content_block_delta* content_block_stop)*
     message_delta message_stop
 
-Blocks never interleave. OpenAI may interleave argument fragments of parallel tool calls; the
-fragments of a call whose block is not the open one are buffered and emitted when its block
-opens (see docs/conversion.md, "Parallel tool calls").
+or ends early with one ``event: error`` (an upstream error event, a malformed event). Blocks
+never interleave. OpenAI may interleave argument fragments of parallel tool calls; the fragments
+of a call whose block is not the open one are buffered and emitted when its block opens (see
+docs/conversion.md, "Parallel tool calls"). Field rules are those of
+``transforms.response_rules``, shared with the non-stream conversion.
 
 Hot path notes: one ``orjson.loads`` per upstream event, frames built from pre-encoded byte
 prefixes (per block, computed when the block opens) plus ``orjson.dumps`` of the delta string.
@@ -21,64 +23,73 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from transforms.errors import error_event, error_type_for
-from transforms.openai_to_anthropic import (
+from transforms.errors import GatewayError, error_event
+from transforms.response_rules import (
+    answer_error,
+    arguments_text,
+    call_function,
+    empty_answer_block,
+    json_type,
+    malformed,
     message_id as _message_id,
-    random_hex,
-    stop_reason as _stop_reason,
-    usage_fields,
+    message_usage,
+    reasoning_text,
+    stop_reason,
+    text_block,
+    text_value,
+    thinking_block,
+    tool_call_list,
+    tool_name,
+    tool_use_block,
+    tool_use_id,
 )
+from transforms.sse import FRAME_END, SSEDecoder, SSEEvent, encode, frame_head
 
 log = logger  # loguru, configured by engine.logs
 
-PING = b'event: ping\ndata: {"type": "ping"}\n\n'
-MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+PING = encode("ping", b'{"type": "ping"}')
+MESSAGE_STOP = encode("message_stop", {"type": "message_stop"})
 
 _DONE = b"[DONE]"
-_DATA = b"data:"
+_END = SSEEvent(None, _DONE)  # the end of the upstream body counts as `data: [DONE]`
 
 # block kinds
 _TEXT = 1
 _THINKING = 2
 _TOOL = 3
+_REFUSAL = 4  # a text block of its own (response_rules: refusal after content, not joined)
 
 _JSONDecodeError = orjson.JSONDecodeError
 _dumps = orjson.dumps
 _loads = orjson.loads
 
 
-def _frame(event: bytes, payload: dict) -> bytes:
-    return b"event: " + event + b"\ndata: " + _dumps(payload) + b"\n\n"
-
-
 def _block_start(index: int, block: dict) -> bytes:
-    return _frame(b"content_block_start",
+    return encode("content_block_start",
                   {"type": "content_block_start", "index": index, "content_block": block})
 
 
 def _block_stop(index: int) -> bytes:
-    return (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
-            + str(index).encode() + b"}\n\n")
+    return encode("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+_DELTA_HEAD = frame_head("content_block_delta")
+_DELTA_SUFFIX = b"}}" + FRAME_END
 
 
 def _delta_prefix(index: int, delta_type: bytes, field: bytes) -> bytes:
     # event: content_block_delta / data: {"type":..,"index":N,"delta":{"type":X,"<field>":
-    return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-            + str(index).encode() + b',"delta":{"type":"' + delta_type + b'","' + field
-            + b'":')
-
-
-_DELTA_SUFFIX = b"}}\n\n"
+    return (_DELTA_HEAD + b'{"type":"content_block_delta","index":' + str(index).encode()
+            + b',"delta":{"type":"' + delta_type + b'","' + field + b'":')
 
 
 class _ToolCall:
-    __slots__ = ("id", "name", "parts", "block", "closed")
+    __slots__ = ("id", "name", "parts", "closed")
 
     def __init__(self, tid: str | None, name: str | None):
         self.id = tid
         self.name = name
         self.parts: list[str] = []  # argument fragments not yet emitted (or all, if current)
-        self.block: int | None = None  # Anthropic index once its block is open
         self.closed = False
 
 
@@ -86,7 +97,7 @@ class StreamConverter:
     """Incremental OpenAI SSE -> Anthropic SSE converter for one response."""
 
     __slots__ = (
-        "model", "stop_sequences", "message_id", "_buf", "_pending", "_started", "_done",
+        "model", "stop_sequences", "message_id", "_sse", "_started", "_done",
         "_next_index", "_kind", "_index", "_prefix", "_tools", "_tool_order", "_cur_tool",
         "_finish", "_finish_choice", "_usage", "_start_frame", "_any_tool", "_opened",
     )
@@ -96,8 +107,7 @@ class StreamConverter:
         self.model = requested_model
         self.stop_sequences = stop_sequences or None
         self.message_id = message_id  # None: derived from the first upstream chunk's id
-        self._buf = bytearray()        # incomplete line
-        self._pending: list[bytes] = []  # data lines of an event not yet parsed
+        self._sse = SSEDecoder()
         self._started = False
         self._done = False
         self._next_index = 0
@@ -111,18 +121,17 @@ class StreamConverter:
         self._opened = 0  # tool calls in _tool_order whose block has been opened (a prefix)
         self._finish: str | None = None
         self._finish_choice: dict | None = None
-        self._usage: dict | None = None
+        self._usage: Any = None
         self._start_frame: bytes | None = None
         if message_id:
             self._build_start(message_id)
 
     def _build_start(self, message_id: str) -> None:
         self.message_id = message_id
-        self._start_frame = _frame(b"message_start", {"type": "message_start", "message": {
+        self._start_frame = encode("message_start", {"type": "message_start", "message": {
             "id": message_id, "type": "message", "role": "assistant",
             "model": self.model, "content": [], "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}})
+            "stop_sequence": None, "usage": message_usage(None)}})
 
     # ---------------------------------------------------------------- public API
 
@@ -133,46 +142,11 @@ class StreamConverter:
     def feed(self, data: bytes) -> bytes:
         if self._done or not data:
             return b""
-        buf = self._buf
-        if b"\n" not in data:
-            buf += data
+        events = self._sse.feed(data)
+        if not events:
             return b""
-        if buf:
-            buf += data
-            data = bytes(buf)
-            buf.clear()
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if tail:
-            buf += tail
         out: list[bytes] = []
-        for line in lines:
-            if self._done:
-                break
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if not line:
-                if self._pending:
-                    self._dispatch(b"\n".join(self._pending), out)
-                    self._pending.clear()
-                continue
-            if line[:5] != _DATA:
-                continue  # comment, event:, id:, retry:
-            payload = line[5:]
-            if payload[:1] == b" ":
-                payload = payload[1:]
-            if self._pending:
-                self._pending.append(payload)
-                continue
-            if payload == _DONE:
-                self._close_all(out)
-                continue
-            try:
-                obj = _loads(payload)
-            except _JSONDecodeError:
-                self._pending.append(payload)  # maybe a multi-line data event
-                continue
-            self._handle(obj, out)
+        self._events(events, out)
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -180,17 +154,7 @@ class StreamConverter:
         if self._done:
             return b""
         out: list[bytes] = []
-        if self._buf:
-            line = bytes(self._buf).rstrip(b"\r")
-            self._buf.clear()
-            if line[:5] == _DATA:
-                payload = line[5:]
-                self._pending.append(payload[1:] if payload[:1] == b" " else payload)
-        if self._pending and not self._done:
-            self._dispatch(b"\n".join(self._pending), out)
-            self._pending.clear()
-        if not self._done:
-            self._close_all(out)
+        self._events(self._sse.flush() + [_END], out)
         return b"".join(out)
 
     def error_frame(self, error_type: str, message: str) -> bytes:
@@ -210,88 +174,104 @@ class StreamConverter:
 
     # ---------------------------------------------------------------- parsing
 
-    def _dispatch(self, payload: bytes, out: list[bytes]) -> None:
-        payload = payload.strip()
-        if payload == _DONE:
-            self._close_all(out)
-            return
+    def _events(self, events: list[SSEEvent], out: list[bytes]) -> None:
+        """Convert upstream events until the stream is over; a GatewayError (an upstream error
+        event, a malformed event) ends it with an ``event: error``. (One loop with the event
+        handling inline: this is the per-chunk hot path.)"""
         try:
-            obj = _loads(payload)
-        except _JSONDecodeError:
+            for event in events:
+                if self._done:
+                    return
+                payload = event.data
+                if payload == _DONE:
+                    self._close_all(out)
+                    return
+                try:
+                    obj = _loads(payload)
+                except _JSONDecodeError:
+                    self._unparsable(payload, out)
+                    continue
+                if type(obj) is not dict:
+                    raise malformed(f"stream event is {json_type(obj)}, not an object")
+                error = answer_error(obj)
+                if error is not None:
+                    raise error
+                if not self._started:
+                    self._started = True
+                    if self._start_frame is None:
+                        self._build_start(_message_id(obj.get("id")))
+                    out.append(self._start_frame)
+                usage = obj.get("usage")
+                if usage:
+                    self._usage = usage
+                choices = obj.get("choices")
+                if type(choices) is not list:
+                    if choices is None:
+                        continue
+                    raise malformed(f"stream event choices is {json_type(choices)}, not a list")
+                if not choices:
+                    continue  # e.g. the usage chunk
+                choice = choices[0]
+                if type(choice) is not dict:
+                    raise malformed(f"stream event choices[0] is {json_type(choice)}, "
+                                    "not an object")
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                if type(delta) is not dict:
+                    if delta is not None:
+                        raise malformed(f"stream event choices[0].delta is {json_type(delta)}, "
+                                        "not an object")
+                elif delta:
+                    reasoning = reasoning_text(delta)
+                    if reasoning:
+                        if self._kind != _THINKING:
+                            self._open(_THINKING, out)
+                        out += (self._prefix, _dumps(reasoning), _DELTA_SUFFIX)
+                    text = delta.get("content")
+                    if text is not None:
+                        if type(text) is not str:
+                            text = text_value(text, "stream event choices[0].delta.content")
+                        if text:
+                            if self._kind != _TEXT:
+                                self._open(_TEXT, out)
+                            out += (self._prefix, _dumps(text), _DELTA_SUFFIX)
+                    refusal = delta.get("refusal")
+                    if refusal is not None:
+                        refusal = text_value(refusal, "stream event choices[0].delta.refusal")
+                        if refusal:
+                            if self._kind != _REFUSAL:
+                                self._open(_REFUSAL, out)
+                            out += (self._prefix, _dumps(refusal), _DELTA_SUFFIX)
+                    calls = delta.get("tool_calls")
+                    if calls is not None:
+                        where = "stream event choices[0].delta.tool_calls"
+                        for i, call in enumerate(tool_call_list(calls, where)):
+                            fn = call.get("function")
+                            if type(fn) is not dict:
+                                fn = call_function(call, f"{where}[{i}]")
+                            self._tool_fragment(call, fn, i, out)
+                    fc = delta.get("function_call")
+                    if fc is not None:
+                        if type(fc) is not dict:
+                            raise malformed("stream event choices[0].delta.function_call is "
+                                            f"{json_type(fc)}, not an object")
+                        self._tool_fragment({"index": "function_call"}, fc, None, out)
+                finish = choice.get("finish_reason")
+                if finish and isinstance(finish, str):
+                    self._finish = finish
+                    self._finish_choice = choice
+                    self._close_blocks(out)
+        except GatewayError as exc:
+            out.append(self.error_frame(exc.error_type, exc.message))
+
+    def _unparsable(self, payload: bytes, out: list[bytes]) -> None:
+        """Data that is not JSON: data lines of a server that ends events with a single
+        newline are read one by one; anything else is skipped."""
+        if b"\n" in payload:
+            self._events([SSEEvent(None, line) for line in payload.split(b"\n")], out)
+        else:
             log.warning("stream: skipped an unparsable upstream event ({} bytes)", len(payload))
-            return
-        self._handle(obj, out)
-
-    def _handle(self, obj: Any, out: list[bytes]) -> None:
-        if not isinstance(obj, dict):
-            return
-        err = obj.get("error")
-        if err is not None or obj.get("type") == "error":
-            self._upstream_error(err, out)
-            return
-        if not self._started:
-            self._started = True
-            if self._start_frame is None:
-                self._build_start(_message_id(obj.get("id")))
-            out.append(self._start_frame)
-        usage = obj.get("usage")
-        if usage:
-            self._usage = usage
-        choices = obj.get("choices")
-        if not choices or not isinstance(choices, list):
-            return
-        choice = choices[0]
-        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-            return
-        delta = choice.get("delta")
-        if delta and isinstance(delta, dict):
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and isinstance(reasoning, str):
-                if self._kind != _THINKING:
-                    self._open(_THINKING, out)
-                out.append(self._prefix + _dumps(reasoning) + _DELTA_SUFFIX)
-            text = delta.get("content")
-            if text and isinstance(text, str):
-                if self._kind != _TEXT:
-                    self._open(_TEXT, out)
-                out.append(self._prefix + _dumps(text) + _DELTA_SUFFIX)
-            refusal = delta.get("refusal")
-            if refusal and isinstance(refusal, str):
-                if self._kind != _TEXT:
-                    self._open(_TEXT, out)
-                out.append(self._prefix + _dumps(refusal) + _DELTA_SUFFIX)
-            calls = delta.get("tool_calls")
-            if calls:
-                for call in calls:
-                    if isinstance(call, dict):
-                        self._tool_fragment(call, out)
-            fc = delta.get("function_call")
-            if isinstance(fc, dict):
-                self._tool_fragment({"index": "function_call", "function": fc}, out)
-        finish = choice.get("finish_reason")
-        if finish and isinstance(finish, str):
-            self._finish = finish
-            self._finish_choice = choice
-            self._close_blocks(out)
-
-    def _upstream_error(self, err: Any, out: list[bytes]) -> None:
-        message = "upstream error"
-        etype = "api_error"
-        if isinstance(err, dict):
-            if isinstance(err.get("message"), str) and err["message"]:
-                message = err["message"]
-            code = err.get("code")
-            if isinstance(code, str) and code.isdigit():
-                code = int(code)
-            if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
-                etype = error_type_for(code)
-            elif isinstance(err.get("type"), str) and err["type"].endswith("_error") \
-                    and err["type"] in _ANTHROPIC_TYPES:
-                etype = err["type"]
-        elif isinstance(err, str) and err:
-            message = err
-        out.append(error_event(etype, message))
-        self._done = True
 
     # ---------------------------------------------------------------- blocks
 
@@ -301,13 +281,12 @@ class StreamConverter:
         self._next_index = index + 1
         self._kind = kind
         self._index = index
-        if kind == _TEXT:
-            out.append(_block_start(index, {"type": "text", "text": ""}))
-            self._prefix = _delta_prefix(index, b"text_delta", b"text")
-        else:
-            out.append(_block_start(index, {"type": "thinking", "thinking": "",
-                                            "signature": ""}))
+        if kind == _THINKING:
+            out.append(_block_start(index, thinking_block("")))
             self._prefix = _delta_prefix(index, b"thinking_delta", b"thinking")
+        else:  # _TEXT, _REFUSAL
+            out.append(_block_start(index, text_block("")))
+            self._prefix = _delta_prefix(index, b"text_delta", b"text")
 
     def _close_current(self, out: list[bytes]) -> None:
         if self._kind:
@@ -318,6 +297,9 @@ class StreamConverter:
             self._kind = 0
 
     def _open_tool(self, call: _ToolCall, out: list[bytes]) -> None:
+        name = tool_name(call.name,
+                         f"stream event choices[0].delta.tool_calls[{self._opened}].function")
+        call.id = tool_use_id(call.id)
         self._close_current(out)
         index = self._next_index
         self._next_index = index + 1
@@ -325,19 +307,17 @@ class StreamConverter:
         self._index = index
         self._cur_tool = call
         self._opened += 1
-        call.block = index
-        if not call.id:
-            call.id = "toolu_" + random_hex()
-        out.append(_block_start(index, {"type": "tool_use", "id": call.id,
-                                        "name": call.name or "", "input": {}}))
+        out.append(_block_start(index, tool_use_block(call.id, name, {})))
         self._prefix = _delta_prefix(index, b"input_json_delta", b"partial_json")
         if call.parts:
             joined = "".join(call.parts)
             call.parts = [joined]
             if joined:
-                out.append(self._prefix + _dumps(joined) + _DELTA_SUFFIX)
+                out += (self._prefix, _dumps(joined), _DELTA_SUFFIX)
 
-    def _tool_fragment(self, tc: dict, out: list[bytes]) -> None:
+    def _tool_fragment(self, tc: dict, fn: dict, pos: int | None, out: list[bytes]) -> None:
+        """One tool-call fragment: ``tc`` the call (index, id), ``fn`` its function part,
+        ``pos`` its place in ``delta.tool_calls`` (None: the legacy ``delta.function_call``)."""
         self._any_tool = True
         key = tc.get("index")
         if not isinstance(key, (int, str)):
@@ -345,13 +325,12 @@ class StreamConverter:
         tid = tc.get("id")
         if not isinstance(tid, str):
             tid = None
-        fn = tc.get("function")
-        if not isinstance(fn, dict):
-            fn = {}
         name = fn.get("name")
-        if not isinstance(name, str):
-            name = None
+        if name is not None and type(name) is not str:
+            tool_name(name, _fragment_where(pos))  # raises: not a string
         args = fn.get("arguments")
+        if args is not None and type(args) is not str:
+            args = arguments_text(args, _fragment_where(pos))
         if key is None:
             # providers that omit the index: a new id starts a call, no id continues the last
             if tid:
@@ -378,13 +357,13 @@ class StreamConverter:
                             call.name)
             return
         if call is self._cur_tool:
-            if args and isinstance(args, str):
+            if args:
                 call.parts.append(args)
-                out.append(self._prefix + _dumps(args) + _DELTA_SUFFIX)
+                out += (self._prefix, _dumps(args), _DELTA_SUFFIX)
                 if self._opened < len(self._tool_order):
                     self._advance(out)  # calls are waiting: open the next one when complete
             return
-        if args and isinstance(args, str):
+        if args:
             call.parts.append(args)
         self._advance(out)
 
@@ -419,34 +398,23 @@ class StreamConverter:
             out.append(self._start_frame)
         self._close_blocks(out)
         if self._next_index == 0:
-            # an empty answer is one empty text block, as in convert_response
-            out.append(_block_start(0, {"type": "text", "text": ""}))
+            out.append(_block_start(0, empty_answer_block()))
             out.append(_block_stop(0))
             self._next_index = 1
-        reason, sequence = _stop_reason(self._finish, self._finish_choice, self.stop_sequences)
-        if reason is None:  # upstream ended without a finish_reason
-            reason = "tool_use" if self._any_tool else "end_turn"
-        elif reason == "end_turn" and self._any_tool:
-            reason = "tool_use"
-        usage: dict[str, int] = {"output_tokens": 0}
-        fields = usage_fields(self._usage)
-        if fields is not None:
-            usage = {"input_tokens": fields["input_tokens"],
-                     "cache_read_input_tokens": fields["cache_read_input_tokens"],
-                     "output_tokens": fields["output_tokens"]}
-        out.append(_frame(b"message_delta", {
+        reason, sequence = stop_reason(self._finish, self._finish_choice, self.stop_sequences,
+                                       self._any_tool)
+        out.append(encode("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": sequence},
-            "usage": usage}))
+            "usage": message_usage(self._usage)}))
         out.append(MESSAGE_STOP)
         self._done = True
 
 
-_ANTHROPIC_TYPES = frozenset({
-    "invalid_request_error", "authentication_error", "billing_error", "permission_error",
-    "not_found_error", "request_too_large", "rate_limit_error", "api_error",
-    "overloaded_error", "timeout_error",
-})
+def _fragment_where(pos: int | None) -> str:
+    if pos is None:
+        return "stream event choices[0].delta.function_call"
+    return f"stream event choices[0].delta.tool_calls[{pos}].function"
 
 
 def _complete_json(parts: list[str]) -> bool:
@@ -471,20 +439,8 @@ def _complete_json(parts: list[str]) -> bool:
 
 def parse_sse(data: bytes) -> list[tuple[str, dict]]:
     """Split Anthropic SSE bytes into (event name, parsed data) pairs."""
-    events = []
-    for frame in data.replace(b"\r\n", b"\n").split(b"\n\n"):
-        if not frame.strip():
-            continue
-        name = ""
-        payload = []
-        for line in frame.split(b"\n"):
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode()
-            elif line.startswith(b"data:"):
-                payload.append(line[5:].lstrip(b" "))
-        if payload:
-            events.append((name, orjson.loads(b"\n".join(payload))))
-    return events
+    decoder = SSEDecoder()
+    return [(e.event or "", orjson.loads(e.data)) for e in decoder.feed(data) + decoder.flush()]
 
 
 def assemble(events_bytes: bytes) -> dict:

@@ -9,8 +9,8 @@ holds wins. Conditions (all optional):
 * ``thinking``: bool, the body has ``thinking: {type: enabled}``;
 * ``tools``: bool, the body has a non-empty ``tools`` list;
 * ``min_tools`` / ``max_tools``: inclusive bounds on the number of tools;
-* ``min_input_tokens``: estimated input tokens (text/JSON length of system+messages+tools / 4,
-  computed only when some route uses it) at least this many;
+* ``min_input_tokens``: estimated input tokens (``token_estimate.estimate_tokens``, the count
+  ``count_tokens`` gives; computed only when some route uses it) at least this many;
 * ``beta``: glob on the ``anthropic-beta`` header (the whole value or any comma-separated item).
 
 ``to`` and ``fallbacks`` entries resolve through the AliasIndex once, at build time.
@@ -22,11 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import orjson
-
 from vandamme.sources import SourceMap, SpecError, SpecErrors
 
 from .aliases import AliasIndex, Resolution, normalize
+from .token_estimate import estimate_tokens
 
 MATCH_KEYS = ("model", "headers", "thinking", "tools", "min_tools", "max_tools", "beta",
               "min_input_tokens")
@@ -44,38 +43,6 @@ def _lower_headers(headers: Any) -> Any:
     if isinstance(headers, dict):
         return {str(k).lower(): v for k, v in headers.items()}
     return headers
-
-
-def estimate_tokens(*parts: Any) -> int:
-    """Cheap token estimate: characters of text and JSON in ``parts`` divided by 4.
-
-    Base64 payloads (images, PDFs) are not counted: their size says nothing about tokens."""
-    return _chars(parts) // 4
-
-
-def _chars(obj: Any) -> int:
-    if isinstance(obj, str):
-        return len(obj)
-    if isinstance(obj, (list, tuple)):
-        return sum(_chars(x) for x in obj)
-    if isinstance(obj, dict):
-        if obj.get("type") == "base64":
-            return 0
-        n = 0
-        for k, v in obj.items():
-            if isinstance(v, str):
-                n += len(v)
-            elif isinstance(v, (dict, list, tuple)):
-                n += _chars(v) + len(k)
-            elif v is not None:
-                n += len(orjson.dumps(v))
-        return n
-    if obj is None:
-        return 0
-    try:
-        return len(orjson.dumps(obj))
-    except TypeError:
-        return len(str(obj))
 
 
 class RequestFeatures:
@@ -129,8 +96,7 @@ class RequestFeatures:
             b = self._body
             if callable(b):
                 b = self._body = b()
-            b = b or {}
-            self._tokens = estimate_tokens(b.get("system"), b.get("messages"), b.get("tools"))
+            self._tokens = estimate_tokens(b or {})
         return self._tokens
 
     def header(self, name: str) -> str | None:

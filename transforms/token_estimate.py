@@ -1,4 +1,5 @@
-"""Offline input-token estimate for ``/v1/messages/count_tokens`` on OpenAI-format providers.
+"""Offline input-token estimate: ``/v1/messages/count_tokens`` on OpenAI-format providers, and
+the ``min_input_tokens`` route condition (so a route and count_tokens agree on a body).
 
 No tokenizer vocabulary can be downloaded at run time, so this is a calibrated heuristic (method
 and measured error: docs/conversion.md, "Token estimate"):

@@ -4,6 +4,8 @@ Understands OpenAI error bodies (``{"error": {"message", "type", "code"}}``), An
 bodies (``{"type": "error", "error": {"type", "message"}}``), the usual variants of
 OpenAI-compatible servers (``{"detail": ...}``, ``{"message": ...}``, ``{"error": "text"}``) and
 non-JSON bodies. The HTTP status is kept; the error type follows ``transforms.errors``.
+``embedded_error`` maps the same bodies when they arrive with HTTP 200 (a whole answer or one
+stream event).
 """
 from __future__ import annotations
 
@@ -77,8 +79,23 @@ def upstream_error(status: int, body: bytes, headers: Any) -> GatewayError:
             message = f"upstream returned HTTP {status}: {snippet}"
     else:
         message, etype = _message_from(obj)
-    if not message:
-        message = f"upstream returned HTTP {status}"
+    return _error(status, message or f"upstream returned HTTP {status}", etype, headers)
+
+
+def embedded_error(obj: dict) -> GatewayError:
+    """An error body sent with HTTP 200. Its status is the error's numeric ``code`` when that
+    is 400-599 (``"429"`` from a rate limit mid-stream), else 502."""
+    err = obj.get("error")
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if not (isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599):
+        code = 502
+    message, etype = _message_from(obj)
+    return _error(code, message or "upstream error", etype, None)
+
+
+def _error(status: int, message: str, etype: str | None, headers: Any) -> GatewayError:
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + "..."
     keep: dict[str, str] = {}
