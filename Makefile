@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SPECS  ?= specs/
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test validate install clean claude-code bench
+.PHONY: run test validate install clean claude-code bench schema
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/vandamme validate $(SPECS)
 
+# The middleware part of schemas/vandamme.schema.json, generated from the stage registry.
+schema: $(STAMP)
+	$(BIN)/python -m engine.schema --write
+
 # The real Claude Code CLI for the end-to-end test, in a git-ignored folder of the repo.
 # Skipped (not failed) where npm is missing: the test prints why.
 claude-code:
@@ -39,8 +43,10 @@ clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info
 
 # Benchmark (docs/performance.md): installs nginx + wrk from Debian if missing, vandamme-proxy 2.0.9
-# into bench/.work/venv-vdm (and LiteLLM when BENCH_LITELLM=1), then runs bench/run.py.
-# Knobs: BENCH_DURATION (s per wrk run, default 10), BENCH_REPEAT (default 3), BENCH_SYSTEMS, BENCH_STREAMS.
+# into bench/.work/venv-vdm, claude-code-router into bench/.work/ccr where npm is present (and
+# LiteLLM when BENCH_LITELLM=1), then runs bench/run.py (~26 min; its docstring lists the knobs).
+# Quick look: BENCH_DURATION=2 BENCH_REPEAT=1 make bench (~5 min).
+CCR_VERSION ?= 2.0.0
 bench: $(STAMP)
 	@command -v nginx >/dev/null 2>&1 || (apt-get update -q && (apt-get install -y -q nginx-light || apt-get install -y -q nginx))
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
@@ -48,6 +54,12 @@ bench: $(STAMP)
 	@test -x bench/.work/venv-vdm/bin/vdm || { $(PYTHON) -m venv bench/.work/venv-vdm && \
 	  bench/.work/venv-vdm/bin/pip install -q vandamme-proxy==2.0.9 >bench/.work/venv-vdm.log 2>&1; } || \
 	  echo "bench: vandamme-proxy install failed (see bench/.work/venv-vdm.log); it will show as failed to start"
+	@if command -v npm >/dev/null 2>&1; then \
+	  grep -qs '"version": "$(CCR_VERSION)"' bench/.work/ccr/node_modules/@musistudio/claude-code-router/package.json || \
+	  timeout 600 npm install --no-audit --no-fund --prefix bench/.work/ccr @musistudio/claude-code-router@$(CCR_VERSION) \
+	    >bench/.work/ccr.log 2>&1 || \
+	  echo "bench: claude-code-router install failed (see bench/.work/ccr.log); it will show as failed to start"; \
+	else echo "bench: npm not found; claude-code-router will show as failed to start"; fi
 	@if [ "$(BENCH_LITELLM)" = "1" ]; then test -x bench/.work/venv-litellm/bin/litellm || { $(PYTHON) -m venv bench/.work/venv-litellm && \
 	  bench/.work/venv-litellm/bin/pip install -q 'litellm[proxy]' >bench/.work/venv-litellm.log 2>&1; } || \
 	  echo "bench: LiteLLM install failed (see bench/.work/venv-litellm.log)"; fi

@@ -5,7 +5,8 @@
 * ``small``: a ~300-byte request with one user message.
 
 Each comes in a converted flavour (model ``gpt-4o``, sent to the default provider ``openai``) and a
-passthrough flavour (model ``anthropic:claude-sonnet-4-5``), non-stream and stream.
+passthrough flavour (model ``anthropic:claude-sonnet-4-5``), non-stream and stream; the large
+converted one also with extended thinking on (``with_thinking``: what Claude Code sends then).
 
 ``python bench/bodies.py OUTDIR`` writes every body as ``OUTDIR/<name>.json`` and prints the sizes.
 """
@@ -130,6 +131,18 @@ def large(model: str, stream: bool) -> dict:
     return body
 
 
+def with_thinking(body: dict) -> dict:
+    """``body`` as Claude Code sends it with extended thinking on: a ``thinking`` budget and, in
+    every earlier assistant turn, the signed ``thinking`` block the API asks clients to send back."""
+    out = dict(body, thinking={"type": "enabled", "budget_tokens": 31999})
+    out["messages"] = [
+        dict(m, content=[{"type": "thinking", "thinking": _text(400, i), "signature": f"EqQBCkgIBhABGAIi{i:04d}"}]
+             + m["content"]) if m["role"] == "assistant" else m
+        for i, m in enumerate(body["messages"])
+    ]
+    return out
+
+
 def small(model: str, stream: bool) -> dict:
     body = {
         "model": model,
@@ -153,6 +166,7 @@ def all_bodies() -> dict[str, bytes]:
         "small_passthrough": enc(small(PASSTHROUGH_MODEL, False)),
         "large_converted": enc(large(CONVERTED_MODEL, False)),
         "large_converted_stream": enc(large(CONVERTED_MODEL, True)),
+        "large_converted_thinking": enc(with_thinking(large(CONVERTED_MODEL, False))),
         "large_passthrough": enc(large(PASSTHROUGH_MODEL, False)),
         "large_passthrough_stream": enc(large(PASSTHROUGH_MODEL, True)),
     }

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ORDER = ["direct", "nginx", "vdm", "litellm", "vandamme"]
+ORDER = ["direct", "nginx", "floor", "vdm", "ccr", "litellm", "vandamme"]
+FLOOR = "floor"
 SCEN = [
     ("conv_small", "Converted (Anthropic in → OpenAI upstream), non-stream, small body"),
     ("conv_large", "Converted, non-stream, Claude-Code-sized body"),
@@ -62,13 +63,25 @@ def _systems(res):
     return [k for k in ORDER if k in res["systems"]]
 
 
+def floor_ratio(res, sysk, sck):
+    """CPU per request as a multiple of the stack floor's in the same scenario."""
+    v, fl = _sc(res, sysk, sck), _sc(res, FLOOR, sck)
+    return ratio(v and v.get("cpu_ms_per_req"), fl and fl.get("cpu_ms_per_req"))
+
+
+def _floor_cell(res, sysk, sck):
+    return "ref" if sysk == FLOOR else f(floor_ratio(res, sysk, sck), 2, "×")
+
+
 def render(res: dict) -> str:
     m = res["meta"]
     out = []
     out.append(f"Last run: {m.get('date')} · {m.get('nproc')} CPUs ({m.get('cpu')}) · kernel {m.get('kernel')} · "
                f"Python {m.get('python')} · {m.get('nginx') or 'nginx ?'} · {m.get('wrk') or 'wrk ?'} · "
                f"gateway on core 0, upstream + load on core 1 · "
-               f"wrk runs of {m.get('duration_s'):g} s × {m.get('repeat')} (medians) · "
+               f"wrk runs of {m.get('duration_s'):g} s at c64"
+               + (f", {m['c1_duration_s']:g} s at c1" if m.get("c1_duration_s") else "")
+               + f" × {m.get('repeat')} (medians) · "
                f"total {m.get('elapsed_s', '?')} s{' · INTERRUPTED' if m.get('interrupted') else ''}.")
     b = m.get("bodies") or {}
     if b:
@@ -81,19 +94,20 @@ def render(res: dict) -> str:
         out.append(f"#### {title}")
         out.append("")
         if stream:
-            out.append("| system | streams/s c64 | CPU ms/stream | CPU µs/chunk | p50 / p99 ms c1 | p99 ms c64 "
-                       "| first byte / first text / whole stream ms c1 | errors |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            out.append("| system | streams/s c64 | CPU ms/stream | CPU µs/chunk | CPU × stack floor | p50 / p99 ms c1 "
+                       "| p99 ms c64 | first byte / first text / whole stream ms c1 | errors |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
-            out.append("| system | req/s c64 | CPU ms/req | p50 / p99 ms c1 | p99 ms c64 | req/s c1 | errors |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|")
+            out.append("| system | req/s c64 | CPU ms/req | CPU × stack floor | p50 / p99 ms c1 | p99 ms c64 | req/s c1 "
+                       "| errors |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for k in _systems(res):
             s = res["systems"][k]
             v = (s.get("scenarios") or {}).get(sck)
             if not v or v.get("status") != "ok":
                 st = (v or {}).get("status") or s.get("status") or "not run"
                 st = st.replace("|", "/").replace("\n", " ")[:90]
-                cols = 7 if stream else 6
+                cols = 8 if stream else 7
                 out.append(f"| {labels[k]} | {st} |" + " |" * (cols - 1))
                 continue
             cpu = v.get("cpu_ms_per_req")
@@ -107,11 +121,11 @@ def render(res: dict) -> str:
                 tt = (f"{f(st.get('ttfb_ms'), 2)} / {f(st.get('first_text_ms'), 2)} / {f(st.get('total_ms'), 2)}"
                       if "error" not in st else "error")
                 out.append(f"| {labels[k]} | {_tput_s(v)} | {cpu_s} | "
-                           f"{f(cpu * 1000 / CHUNKS if cpu is not None else None, 2)} | {lat} | "
-                           f"{f(v['c64']['p99_ms'], 1)} | {tt} | {errs} |")
+                           f"{f(cpu * 1000 / CHUNKS if cpu is not None else None, 2)} | {_floor_cell(res, k, sck)} | "
+                           f"{lat} | {f(v['c64']['p99_ms'], 1)} | {tt} | {errs} |")
             else:
-                out.append(f"| {labels[k]} | {_tput_s(v)} | {cpu_s} | {lat} | {f(v['c64']['p99_ms'], 1)} | "
-                           f"{f(v['c1']['rps'])} | {errs} |")
+                out.append(f"| {labels[k]} | {_tput_s(v)} | {cpu_s} | {_floor_cell(res, k, sck)} | {lat} | "
+                           f"{f(v['c64']['p99_ms'], 1)} | {f(v['c1']['rps'])} | {errs} |")
         out.append("")
     out.append("¹ from the concurrency-1 runs: too few requests completed at concurrency 64 for the work "
                "left in flight to be negligible.")
@@ -121,6 +135,10 @@ def render(res: dict) -> str:
     out.append("")
     out.append("³ runs in which more than 1% of the answers were errors are left out of the medians "
                "(all runs' errors are counted here).")
+    out.append("")
+    out.append("CPU × stack floor: CPU per request as a multiple of the Sanic+aiohttp stack floor's in the same "
+               "scenario (in the converted scenarios the floor forwards to the Anthropic-format upstream: it "
+               "converts nothing).")
     out.append("")
 
     # memory
@@ -136,6 +154,8 @@ def render(res: dict) -> str:
         st = s.get("streams") or {}
         if k == "direct":
             streams = ("n/a", "n/a", "")
+        elif not st:
+            streams = ("not run", "", "")
         elif "error" in st:
             streams = (st["error"][:60], "", "")
         else:
@@ -175,11 +195,15 @@ def render(res: dict) -> str:
         out.append(f"| {sck} | " + " | ".join(cells) + " |")
     out.append("")
 
+    out.extend(render_answers(res))
     out.extend(render_targets(res))
-    tr = (res["systems"].get("vandamme") or {}).get("tracing")
-    if tr:
+    vd = res["systems"].get("vandamme") or {}
+    if vd.get("variants"):
         out.append("")
-        out.extend(render_tracing(res, tr))
+        out.extend(render_variants(vd["variants"]))
+    if vd.get("workers"):
+        out.append("")
+        out.extend(render_workers(vd["workers"]))
     return "\n".join(out)
 
 
@@ -203,9 +227,9 @@ def render_targets(res: dict) -> list[str]:
     def cpu_max(k, limit_ms, label, per_chunk=False):
         a = sc("vandamme", k)
         x = a and a.get("cpu_ms_per_req")
-        if per_chunk and x is not None:
-            x = x * 1000 / CHUNKS
-            rows.append((label, f"≤{limit_ms:g} µs", f(x, 1, " µs"), x <= limit_ms))
+        if per_chunk:
+            x = None if x is None else x * 1000 / CHUNKS
+            rows.append((label, f"≤{limit_ms:g} µs", f(x, 1, " µs"), None if x is None else x <= limit_ms))
         else:
             rows.append((label, f"≤{limit_ms:g} ms", f(x, 3, " ms"), None if x is None else x <= limit_ms))
 
@@ -223,6 +247,10 @@ def render_targets(res: dict) -> list[str]:
                  None if added is None else added <= 2))
     rps_ratio("pass_large", 10, "passthrough non-stream: req/s vs vandamme-proxy")
     rps_ratio("pass_stream", 10, "passthrough stream: streams/s vs vandamme-proxy")
+    for k, limit, label in FLOOR_TARGETS:
+        r = floor_ratio(res, "vandamme", k)
+        rows.append((f"{label}: CPU per request vs the stack floor", f"≤{limit:g}×", f(r, 2, "×"),
+                     None if r is None else r <= limit))
     st = vd.get("streams") or {}
     ok = st.get("rss_max_mb") is not None and st.get("established") == st.get("requested")
     rows.append((f"{st.get('requested', 1000)} open streams: RSS", "≤200 MB", f(st.get("rss_max_mb"), 1, " MiB")
@@ -231,12 +259,13 @@ def render_targets(res: dict) -> list[str]:
     vi, pi = vd.get("idle_rss_mb"), (res["systems"].get("vdm") or {}).get("idle_rss_mb")
     rows.append(("idle RSS below vandamme-proxy's", f"<{f(pi, 0, ' MiB') if pi else '~105 MiB'}",
                  f(vi, 1, " MiB"), None if vi is None else vi < (pi or 105)))
-    tr = vd.get("tracing") or {}
-    for vkey, label in tracing_variants(tr)[1:]:
-        cost = tracing_cost(res, tr, vkey, "conv_small")
-        rows.append((f"tracing {label}: throughput cost (small, c64)", f"≤{TRACING_TARGET * 100:.0f}%",
-                     f(cost * 100 if cost is not None else None, 0, "%"),
-                     None if cost is None else cost <= TRACING_TARGET))
+    variants = vd.get("variants") or {}
+    for v in _variants(variants):
+        if v["kind"] == "tracing":
+            cost = variant_cost(variants, v["key"], "conv_small")
+            rows.append((f"{v['label']}: throughput cost (small, c64)", f"≤{TRACING_TARGET * 100:.0f}%",
+                         f(cost * 100 if cost is not None else None, 0, "%"),
+                         None if cost is None else cost <= TRACING_TARGET))
     out.append("| target | wanted | measured | met |")
     out.append("|---|---|---:|---|")
     for label, want, got, met in rows:
@@ -245,88 +274,111 @@ def render_targets(res: dict) -> list[str]:
 
 
 TRACING_TARGET = 0.15
+# (scenario, most CPU per request as a multiple of the stack floor's, label)
+FLOOR_TARGETS = [("pass_large", 1.10, "passthrough non-stream"), ("pass_stream", 1.10, "passthrough stream"),
+                 ("conv_large", 1.4, "converted non-stream large")]
 
 
-def _tracing_label(vkey: str, v: dict) -> str:
-    if v.get("sample_ratio") is None:
-        return "off"
-    return f"on, sample ratio {v['sample_ratio']:g}"
+def _variants(variants: dict) -> list[dict]:
+    """The variants of the block in run order, plain first."""
+    return [variants["variants"][k] for k in variants.get("order") or []]
 
 
-def tracing_variants(tr: dict) -> list[tuple[str, str]]:
-    """[(key, label)], "off" first. Older results.json (one "on" run, "off" from the main tables)
-    are read as the variants off and 1.0."""
-    if "variants" in tr:
-        return [(k, _tracing_label(k, tr["variants"][k])) for k in tr.get("order") or tr["variants"]]
-    return [("off", "off"), ("1.0", "on, sample ratio 1")]
+def _variant_run(variants: dict, vkey: str, key: str) -> dict | None:
+    v = ((variants.get("variants") or {}).get(vkey) or {}).get(key) or {}
+    return v if v.get("status") == "ok" else None
 
 
-def _tracing_run(res: dict, tr: dict, vkey: str, key: str) -> dict | None:
-    """{rps, cpu_ms_per_req, errors} of one variant and scenario, or None."""
-    if "variants" in tr:
-        v = (tr["variants"].get(vkey) or {}).get(key) or {}
-        if v.get("status") == "ok":
-            return v
-        if vkey != "off":
-            return None
-    elif vkey != "off":
-        v = tr.get(key) or {}
-        return v if v.get("status") == "ok" else None
-    main = _sc(res, "vandamme", key)  # off: fall back to the main tables' c64 run
-    return main and {"rps": main["c64"]["rps"], "cpu_ms_per_req": main["c64"]["cpu_ms_per_req"],
-                     "errors": main["c64"]["errors"], "from_main": True}
-
-
-def tracing_cost(res: dict, tr: dict, vkey: str, key: str):
-    on, off = _tracing_run(res, tr, vkey, key), _tracing_run(res, tr, "off", key)
-    if not on or not off or not off.get("rps"):
+def variant_cost(variants: dict, vkey: str, key: str):
+    """Throughput lost against the plain pipeline of the same block (0.2 = 20% fewer req/s)."""
+    on, plain = _variant_run(variants, vkey, key), _variant_run(variants, "plain", key)
+    if not on or not plain or not plain.get("rps"):
         return None
-    return 1 - on["rps"] / off["rps"]
+    return 1 - on["rps"] / plain["rps"]
 
 
-def render_tracing(res: dict, tr: dict) -> list[str]:
-    variants = tracing_variants(tr)
-    ratios = [lab.rsplit(" ", 1)[-1] for k, lab in variants if k != "off"]
-    out = [f"#### Vandamme tracing cost: off vs on (OTLP/HTTP to a local sink) at sample ratio "
-           f"{' and '.join(ratios)}, c64", ""]
-    out.append(f"| scenario | tracing | req/s | share of off | cost | CPU ms/req | errors | cost ≤{TRACING_TARGET * 100:.0f}% |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---|")
-    off_from_main = False
-    for key in ("conv_small", "conv_large"):
-        off = _tracing_run(res, tr, "off", key)
-        for vkey, label in variants:
-            v = _tracing_run(res, tr, vkey, key)
-            if not v:
-                st = ((tr.get("variants") or {}).get(vkey) or {})
-                why = (st.get(key) or {}).get("status") or st.get("status") or tr.get("status") or "–"
-                out.append(f"| {key} | {label} | {why[:80]} | | | | | |")
+def render_variants(variants: dict) -> list[str]:
+    out = ["#### Vandamme pipeline variants against the plain pipeline (same block, c64)", "",
+           f"| scenario | pipeline | req/s | share of plain | cost | CPU ms/req | CPU added ms/req | errors "
+           f"| tracing cost ≤{TRACING_TARGET * 100:.0f}% |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for key in sorted({k for v in _variants(variants) for k in v if k.startswith(("conv_", "pass_"))},
+                      key=[k for k, _ in SCEN].index):
+        plain = _variant_run(variants, "plain", key)
+        for v in _variants(variants):
+            run = _variant_run(variants, v["key"], key)
+            if not run:
+                why = (v.get(key) or {}).get("status") or v.get("status") or "–"
+                out.append(f"| {key} | {v['label']} | {why[:120]} | | | | | | |")
                 continue
-            if vkey == "off":
-                off_from_main = off_from_main or bool(v.get("from_main"))
-                out.append(f"| {key} | {label}{' ⁴' if v.get('from_main') else ''} | {f(v['rps'])} | 100% | ref | "
-                           f"{f(v['cpu_ms_per_req'], 3)} | {v.get('errors', 0)} | |")
-                continue
-            share = ratio(v["rps"], off and off["rps"])
-            cost = None if share is None else 1 - share
-            met = "–" if cost is None else ("yes" if cost <= TRACING_TARGET else "**no**")
-            out.append(f"| {key} | {label} | {f(v['rps'])} | {f(share * 100 if share is not None else None, 0, '%')} | "
-                       f"{f(cost * 100 if cost is not None else None, 0, '%')} | {f(v['cpu_ms_per_req'], 3)} | "
-                       f"{v.get('errors', 0)} | {met} |")
+            cost = variant_cost(variants, v["key"], key)
+            added = None if not plain else run["cpu_ms_per_req"] - plain["cpu_ms_per_req"]
+            met = "" if v["kind"] != "tracing" or cost is None else (
+                "yes" if cost <= TRACING_TARGET else "**no**")
+            is_plain = v["key"] == "plain"
+            out.append(f"| {key} | {v['label']} | {f(run['rps'])} | "
+                       f"{'100%' if is_plain else f((1 - cost) * 100 if cost is not None else None, 0, '%')} | "
+                       f"{'ref' if is_plain else f(cost * 100 if cost is not None else None, 0, '%')} | "
+                       f"{f(run['cpu_ms_per_req'], 3)} | {'ref' if is_plain else f(added, 3)} | "
+                       f"{run.get('errors', 0)} | {met} |")
     out.append("")
-    if off_from_main:
-        out.append("⁴ tracing off taken from the main tables' concurrency-64 run (this run did not measure "
-                   "it again in the tracing block).")
-        out.append("")
-    sinks = []
-    for vkey, label in variants:
-        if vkey == "off":
-            continue
-        sink = ((tr.get("variants") or {}).get(vkey) or {}).get("sink") if "variants" in tr else tr.get("sink")
-        sink = sink or {}
-        sinks.append(f"{label}: {sink.get('requests', '?')} export requests ({sink.get('bytes', '?')} bytes)"
-                     + (" — no export seen, tracing may not have been enabled" if not sink.get("requests") else ""))
+    sinks = [f"{v['label']}: {(v.get('sink') or {}).get('requests', '?')} export requests "
+             f"({(v.get('sink') or {}).get('bytes', '?')} bytes)"
+             + ("" if (v.get("sink") or {}).get("requests") else " — no export seen, tracing may not have been on")
+             for v in _variants(variants) if v["kind"] == "tracing"]
     if sinks:
         out.append("OTLP sink received, " + "; ".join(sinks) + ".")
+    return out
+
+
+def render_workers(workers: dict) -> list[str]:
+    runs = [(n, workers["runs"].get(str(n)) or {}) for n in workers.get("order") or []]
+    base = runs[0][1] if runs else {}
+    out = ["#### Vandamme workers, unpinned (both cores; wrk and the upstream share core 1), c64", "",
+           "| scenario | workers | req/s | × 1 worker | CPU ms/req | errors |", "|---|---:|---:|---:|---:|---:|"]
+    keys = [k for k, _ in SCEN if any(k in run for _, run in runs)]
+    for key in keys:
+        for n, run in runs:
+            v = run.get(key) or {}
+            if v.get("status") != "ok":
+                out.append(f"| {key} | {n} | {(v.get('status') or run.get('status') or '–')[:120]} | | | |")
+                continue
+            b = (base.get(key) or {}).get("rps")
+            out.append(f"| {key} | {n} | {f(v['rps'])} | {f(ratio(v['rps'], b), 2, '×')} | "
+                       f"{f(v['cpu_ms_per_req'], 3)} | {v.get('errors', 0)} |")
+    out += ["", "RSS of every process of the server, MiB (idle → maximum under load; the sum's maximum is "
+            "sampled as one figure, so it can be below the sum of the per-process maxima):", "",
+            "| workers | RSS, all processes | per process |", "|---:|---:|---|"]
+    for n, run in runs:
+        procs = run.get("processes") or []
+        per = " · ".join(f"{p['role']} {f(p['idle_mb'])} → {f(p['load_max_mb'])}" for p in procs)
+        idle = sum(p["idle_mb"] for p in procs)
+        out.append(f"| {n} | {f(idle)} → {f(run.get('rss_max_mb'))} | {per or run.get('status', '–')} |")
+    return out
+
+
+def render_answers(res: dict) -> list[str]:
+    """Per gateway, what the answer audit found (each finding with the cases it showed in)."""
+    out = ["#### Answers (audit against a recording upstream: each gateway's answers and what it sent upstream)",
+           ""]
+    for k in _systems(res):
+        a = res["systems"][k].get("answers")
+        if not a:
+            continue
+        label = res["systems"][k]["label"]
+        if a.get("status") != "ok":
+            out.append(f"- **{label}**: {a.get('status')}")
+            continue
+        where: dict[str, list[str]] = {}
+        for case in a["cases"].values():
+            for finding in case["findings"]:
+                where.setdefault(finding, []).append(case["label"])
+        cases = ", ".join(c["label"] for c in a["cases"].values())
+        if not where:
+            out.append(f"- **{label}**: correct in every case ({cases}).")
+            continue
+        out.append(f"- **{label}** (cases: {cases}):")
+        out += [f"  - {finding.replace('|', '/')} — {', '.join(labels)}" for finding, labels in where.items()]
+    out.append("")
     return out
 
 

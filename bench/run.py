@@ -1,20 +1,27 @@
 """Benchmark orchestrator for Vandamme (``make bench``).
 
 Starts a static nginx upstream, then, one system at a time, the system under test (direct to the
-upstream, nginx as a reverse proxy, vandamme-proxy 2.0.9, optionally LiteLLM, and Vandamme itself),
-checks one answer per scenario, loads it with wrk at concurrency 1 and 64, measures the system's
-CPU time per request from /proc, its RSS, stream timings at concurrency 1 and the memory held by
-1,000 concurrent slow streams; for Vandamme also the cost of tracing (off, on at sample ratio 1.0,
-on at 0.1) and, at the end, the per-stage cost table (``bench/stage_costs.py``). Writes
+upstream, nginx as a reverse proxy, the Sanic + aiohttp stack floor (``bench/stack_floor.py``),
+vandamme-proxy 2.0.9, claude-code-router, optionally LiteLLM, and Vandamme itself), checks one
+answer per scenario, loads it with wrk at concurrency 1 and 64, measures the system's CPU time per
+request from /proc, its RSS, stream timings at concurrency 1 and the memory held by 1,000
+concurrent slow streams, and audits every gateway's answers against a recording upstream
+(``bench/answers.py``). For Vandamme also: its pipeline variants against the plain pipeline in one
+block (tracing on at sample ratio 1.0 and 0.1, two declared body-touching middleware), 1 and 2
+workers unpinned, and at the end the per-stage cost table (``bench/stage_costs.py``). Writes
 ``bench/.work/results.json`` and the result tables into ``docs/performance.md`` between
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` (the stage table between ``<!-- stages:begin -->``
 and ``<!-- stages:end -->``, raw figures in ``bench/.work/stages.json``).
 
 Environment:
-  BENCH_DURATION  seconds per wrk run (default 10)       BENCH_REPEAT    runs per point (default 3)
+  BENCH_DURATION  seconds per concurrency-64 wrk run (default 8; concurrency-1 runs last half as long)
+  BENCH_REPEAT    runs per point (default 3)
+  BENCH_SYSTEMS   comma list to restrict (direct,nginx,floor,vdm,ccr,litellm,vandamme)
+  BENCH_SCENARIOS comma list to restrict (conv_small,conv_large,pass_large,conv_stream,pass_stream)
   BENCH_LITELLM=1 also run LiteLLM proxy (installs it into bench/.work/venv-litellm)
-  BENCH_SYSTEMS   comma list to restrict (direct,nginx,vdm,litellm,vandamme)
-  BENCH_STREAMS   concurrent slow streams (default 1000)  BENCH_TRACING=0 skip tracing off/1.0/0.1
+  BENCH_STREAMS   concurrent slow streams (default 1000; 0 skips the test)
+  BENCH_TRACING=0 / BENCH_MIDDLEWARE=0  leave the tracing / middleware variants out of the variants block
+  BENCH_WORKERS=0 skip the 1-vs-2-workers block           BENCH_AUDIT=0  skip the answer audit
   BENCH_STAGES=0  skip the per-stage cost table           BENCH_STAGES_N  requests per scenario (300)
   BENCH_NO_DOC=1  do not touch docs/performance.md
 
@@ -45,25 +52,35 @@ ROOT = HERE.parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE))
 
+import answers  # noqa: E402
 import bodies  # noqa: E402
 from machine import cpu_model  # noqa: E402
 import upstream  # noqa: E402
 
 HOST = "127.0.0.1"
-UP_PORT, PROXY_PORT, SLOW_PORT, OTLP_PORT, GW_PORT = 18901, 18902, 18911, 18912, 18920
-DURATION = float(os.environ.get("BENCH_DURATION", "10"))
+UP_PORT, PROXY_PORT, SLOW_PORT, OTLP_PORT, CAPTURE_PORT, GW_PORT = 18901, 18902, 18911, 18912, 18913, 18920
+SIDE_PORTS = (18921, 18922, 18923, 18924)  # gateways measured side by side (Vandamme's variants, workers)
+DURATION = float(os.environ.get("BENCH_DURATION", "8"))
+C1_DURATION = DURATION / 2
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 N_STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+
+
+def _on(name: str, default: str = "1") -> bool:
+    return os.environ.get(name, default) != "0"
+
+
 LITELLM = os.environ.get("BENCH_LITELLM", "0") == "1"
-TRACING = os.environ.get("BENCH_TRACING", "1") != "0"
-STAGES = os.environ.get("BENCH_STAGES", "1") != "0"
-# tracing variants: (key, telemetry.sample_ratio; None = tracing off)
-TRACING_VARIANTS = [("off", None), ("1.0", 1.0), ("0.1", 0.1)]
+TRACING, MIDDLEWARE, WORKERS, AUDIT, STAGES = (_on(k) for k in (
+    "BENCH_TRACING", "BENCH_MIDDLEWARE", "BENCH_WORKERS", "BENCH_AUDIT", "BENCH_STAGES"))
 ONLY = [s for s in os.environ.get("BENCH_SYSTEMS", "").split(",") if s]
+ONLY_SCENARIOS = [s for s in os.environ.get("BENCH_SCENARIOS", "").split(",") if s]
 PROJECT_PY = ROOT / ".venv" / "bin" / "python"
 AUX_PY = str(PROJECT_PY) if PROJECT_PY.exists() else sys.executable
 VDM_BIN = WORK / "venv-vdm" / "bin" / "vdm"
 LITELLM_BIN = WORK / "venv-litellm" / "bin" / "litellm"
+CCR_PACKAGE = WORK / "ccr" / "node_modules" / "@musistudio" / "claude-code-router"
+CCR_HOME = WORK / "ccr-home"
 VANDAMME_BIN = ROOT / ".venv" / "bin" / "vandamme"
 NCPU = os.cpu_count() or 1
 GW_CPU, LOAD_CPU = ("0", "1") if NCPU >= 2 else ("0", "0")
@@ -178,30 +195,42 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK
 
 
-def rss_mb(pid: int) -> float:
-    """Sum of VmRSS over the process tree, MiB."""
-    kb = 0
+def rss_by_process(pid: int) -> dict[int, float]:
+    """VmRSS of every process of the tree, MiB, by pid."""
+    out = {}
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
-                        kb += int(line.split()[1])
+                        out[p] = int(line.split()[1]) / 1024
                         break
         except OSError:
             continue
-    return kb / 1024
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """Sum of VmRSS over the process tree, MiB."""
+    return sum(rss_by_process(pid).values())
 
 
 class RssSampler:
+    """Samples the tree's RSS every ``period`` s: the maximum of the sum (``max``) and each
+    process's own maximum (``per_process``, by pid)."""
+
     def __init__(self, pid: int, period: float = 0.1):
         self.pid, self.period, self.max = pid, period, 0.0
+        self.per_process: dict[int, float] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            self.max = max(self.max, rss_mb(self.pid))
+            now = rss_by_process(self.pid)
+            self.max = max(self.max, sum(now.values()))
+            for p, mb in now.items():
+                self.per_process[p] = max(self.per_process.get(p, 0.0), mb)
             self._stop.wait(self.period)
 
     def __enter__(self):
@@ -264,6 +293,7 @@ def run_wrk(url: str, body: Path, conns: int, duration: float, pid: int | None) 
         r["cpu_s"] = cpu1 - cpu0
         r["cpu_ms_per_req"] = (r["cpu_s"] * 1000 / r["ok"]) if r["ok"] else None
         r["rss_max_mb"] = sampler.max
+        r["rss_max_by_pid_mb"] = sampler.per_process
     return r
 
 
@@ -465,6 +495,11 @@ SCENARIOS = [
 ]
 
 
+SCENARIO_BY_KEY = {s.key: s for s in SCENARIOS}
+if ONLY_SCENARIOS:
+    SCENARIOS = [s for s in SCENARIOS if s.key in ONLY_SCENARIOS]
+
+
 class StartFailed(Exception):
     pass
 
@@ -477,12 +512,15 @@ class System:
     procs: list = field(default_factory=list)
     pid: int | None = None              # the process tree measured for CPU and RSS
 
-    def url(self, sc: Scenario) -> str:
-        if self.raw:
-            return f"http://{HOST}:{self.port}{sc.raw_path}"
-        return f"http://{HOST}:{GW_PORT}/v1/messages"
-
     port = GW_PORT
+    cpu: str | None = GW_CPU            # the core the system is pinned to (None: unpinned)
+    passthrough = True                  # has an Anthropic passthrough mode
+
+    def url(self, sc: Scenario) -> str:
+        return f"http://{HOST}:{self.port}{sc.raw_path if self.raw else '/v1/messages'}"
+
+    def supports(self, sc: Scenario) -> bool:
+        return self.passthrough or sc.raw_format != "anthropic"
 
     def start(self, mode: str, env_extra: dict | None = None) -> None:
         raise NotImplementedError
@@ -495,9 +533,11 @@ class System:
 
 
 def upstream_bases(mode: str) -> tuple[str, str]:
-    """(OpenAI base incl. /v1, Anthropic base without /v1) for a mode."""
-    if mode == "slow":
-        return f"http://{HOST}:{SLOW_PORT}/v1", f"http://{HOST}:{SLOW_PORT}"
+    """(OpenAI base incl. /v1, Anthropic base without /v1) for a mode: json / stream (the nginx
+    upstream), slow (bench/slow_upstream.py), check (bench/capture_upstream.py, the answer audit)."""
+    port = {"slow": SLOW_PORT, "check": CAPTURE_PORT}.get(mode)
+    if port is not None:
+        return f"http://{HOST}:{port}/v1", f"http://{HOST}:{port}"
     return f"http://{HOST}:{UP_PORT}/{mode}/v1", f"http://{HOST}:{UP_PORT}/{mode}"
 
 
@@ -547,26 +587,30 @@ class NginxProxy(System):
 
 class Gateway(System):
     start_timeout = 60.0
+    home: Path | None = None  # HOME (and working directory) of a peer that keeps files there
+    audited = True            # its answers go through the answer audit
 
     def argv(self, mode: str) -> list[str]:
         raise NotImplementedError
 
     def env(self, mode: str, extra: dict | None) -> dict:
-        return gw_env(mode, extra)
+        return gw_env(mode, {"HOME": str(self.home), **(extra or {})} if self.home else extra)
 
     def cwd(self) -> Path | None:
-        return None
+        if self.home:
+            self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
 
     def start(self, mode, env_extra=None):
-        if port_open(GW_PORT):
-            raise StartFailed(f"port {GW_PORT} already in use")
+        if port_open(self.port):
+            raise StartFailed(f"port {self.port} already in use")
         try:
-            p = Proc(f"{self.key}-{mode}", self.argv(mode), cpu=GW_CPU, env=self.env(mode, env_extra),
-                     cwd=self.cwd())
+            p = Proc(f"{self.key}-{mode}", self.argv(mode), cpu=self.cpu,
+                     env=self.env(mode, {"PORT": str(self.port), **(env_extra or {})}), cwd=self.cwd())
         except OSError as e:
             raise StartFailed(str(e))
         self.procs = [p]
-        if not wait_port(GW_PORT, self.start_timeout, p):
+        if not wait_port(self.port, self.start_timeout, p):
             why = "exited" if not p.alive() else f"no port after {self.start_timeout:.0f}s"
             tail = p.tail()
             self.stop()
@@ -575,7 +619,26 @@ class Gateway(System):
         self.pid = p.pid
 
 
+class StackFloor(Gateway):
+    """bench/stack_floor.py: Sanic + one pooled aiohttp session, forwarding bytes to the
+    Anthropic-format upstream in every scenario (it converts nothing, so it is not audited: it
+    forwards even the ``provider:`` prefix of the model name)."""
+    audited = False
+
+    def __init__(self):
+        super().__init__("floor", "Sanic+aiohttp stack floor")
+
+    def argv(self, mode):
+        return [AUX_PY, str(HERE / "stack_floor.py"), "--host", HOST, "--port", str(GW_PORT),
+                "--upstream", upstream_bases(mode)[1]]
+
+
 class Vdm(Gateway):
+    """vandamme-proxy 2.0.9 in its fastest correct configuration: LOG_LEVEL=WARNING (at its
+    default INFO it is 1.4-1.8x slower and fails with RecursionError under overlapping requests),
+    no request-metrics logging; its caches left at their defaults (on), under its HOME."""
+    home = WORK / "vdm-home"
+
     def __init__(self):
         super().__init__("vdm", "vandamme-proxy 2.0.9")
 
@@ -585,13 +648,38 @@ class Vdm(Gateway):
         return [str(VDM_BIN), "server", "start", "--host", HOST, "--port", str(GW_PORT)]
 
     def env(self, mode, extra):
-        home = WORK / "vdm-home"
-        home.mkdir(exist_ok=True)
-        return gw_env(mode, {"ANTHROPIC_API_FORMAT": "anthropic", "VDM_STRICT_PROFILE_VALIDATION": "false",
-                             "HOME": str(home), **(extra or {})})
+        return super().env(mode, {"ANTHROPIC_API_FORMAT": "anthropic", "VDM_STRICT_PROFILE_VALIDATION": "false",
+                                  "LOG_LEVEL": "WARNING", "LOG_REQUEST_METRICS": "false", **(extra or {})})
 
-    def cwd(self):
-        return WORK / "vdm-home"
+
+class ClaudeCodeRouter(Gateway):
+    """claude-code-router (npm), one Node process: ``ccr start`` runs its server in the foreground.
+    HOME is bench/.work/ccr-home, so its config (``~/.claude-code-router/config.json``, written here
+    per mode), PID file and logs stay there. Logging off; no passthrough mode."""
+    home = CCR_HOME
+    passthrough = False
+
+    def __init__(self):
+        try:
+            version = json.loads((CCR_PACKAGE / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            version = "(not installed)"
+        super().__init__("ccr", f"claude-code-router {version}")
+
+    def argv(self, mode):
+        node, cli = shutil.which("node"), CCR_PACKAGE / "dist" / "cli.js"
+        if not node or not cli.exists():
+            raise OSError("node or claude-code-router missing (make bench installs it where npm is present)")
+        conf = self.home / ".claude-code-router"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / ".claude-code-router.pid").unlink(missing_ok=True)  # a stale one makes `ccr start` exit at once
+        (conf / "config.json").write_text(json.dumps({
+            "HOST": HOST, "PORT": GW_PORT, "LOG": False, "NON_INTERACTIVE_MODE": True, "API_TIMEOUT_MS": 600000,
+            "Providers": [{"name": "openai", "api_base_url": upstream_bases(mode)[0] + "/chat/completions",
+                           "api_key": "bench", "models": [bodies.CONVERTED_MODEL]}],
+            "Router": {"default": f"openai,{bodies.CONVERTED_MODEL}"},
+        }, indent=1))
+        return [node, str(cli), "start"]
 
 
 class LiteLLM(Gateway):
@@ -621,15 +709,29 @@ class LiteLLM(Gateway):
 
 
 class Vandamme(Gateway):
-    spec_dir = HERE / "specs"
+    """``vandamme run SPEC_DIR`` (the bench spec unless told), one worker pinned unless told."""
 
-    def __init__(self):
-        super().__init__("vandamme", "Vandamme")
+    def __init__(self, key: str = "vandamme", label: str = "Vandamme", spec_dir: Path = HERE / "specs",
+                 workers: int = 1, cpu: str | None = GW_CPU, port: int = GW_PORT):
+        super().__init__(key, label)
+        self.spec_dir, self.workers, self.cpu, self.port = spec_dir, workers, cpu, port
 
     def argv(self, mode):
         if not VANDAMME_BIN.exists():
             raise OSError(f"{VANDAMME_BIN} missing (make install)")
-        return [str(VANDAMME_BIN), "run", str(self.spec_dir)]
+        return [str(VANDAMME_BIN), "run", str(self.spec_dir), "--workers", str(self.workers)]
+
+    def start(self, mode, env_extra=None):
+        super().start(mode, env_extra)
+        if self.workers > 1:  # the port answers as soon as the first worker listens
+            end = time.monotonic() + 30
+            while len(self.worker_pids()) < self.workers and time.monotonic() < end:
+                time.sleep(0.2)
+
+    def worker_pids(self) -> set[int]:
+        """The pids Sanic's log names as started workers of this process."""
+        log_text = self.procs[0].logpath.read_text(errors="replace") if self.procs else ""
+        return {int(m) for m in re.findall(r"Worker ready \[(\d+)\]", log_text)}
 
 
 # ---------------------------------------------------------------- the run
@@ -645,7 +747,7 @@ def measure_scenario(sysm: System, sc: Scenario, body_path: Path) -> dict:
     run_wrk(url, body_path, 8, 1, None)  # warm-up
     for rep in range(REPEAT):
         for c in (1, 64):
-            r = run_wrk(url, body_path, c, DURATION, sysm.pid)
+            r = run_wrk(url, body_path, c, C1_DURATION if c == 1 else DURATION, sysm.pid)
             res["runs"][f"c{c}"].append(r)
             log(f"  {sc.key} rep{rep + 1} c{c}: {r['rps']:.0f} req/s, "
                 f"cpu {r.get('cpu_ms_per_req') or 0:.3f} ms/req, p50 {r['lat_p50_us'] / 1000:.2f} ms, "
@@ -684,6 +786,9 @@ def run_system(sysm: System, body_paths: dict, sink: Proc | None) -> dict:
     # direct and the nginx proxy are started once.
     fresh = isinstance(sysm, Gateway)
     for s in SCENARIOS:
+        if not sysm.supports(s):
+            out["scenarios"][s.key] = {"status": "n/a: no passthrough mode"}
+            continue
         try:
             sysm.start(s.mode)
         except StartFailed as e:
@@ -716,9 +821,12 @@ def run_system(sysm: System, body_paths: dict, sink: Proc | None) -> dict:
     out["load_rss_mb"] = round(max([v["c64"]["rss_max_mb"] for v in out["scenarios"].values()
                                     if v.get("status") == "ok"] or [0]), 1) or None
 
+    if isinstance(sysm, Gateway) and sysm.audited and AUDIT:
+        out["answers"] = run_audit(sysm, body_paths)
+
     # 1,000 concurrent slow streams (not for direct: nothing in between to measure)
     if not isinstance(sysm, Direct) and N_STREAMS > 0:
-        sc = next(s for s in SCENARIOS if s.key == "conv_stream")
+        sc = SCENARIO_BY_KEY["conv_stream"]
         try:
             if isinstance(sysm, NginxProxy):
                 sysm.stop()
@@ -732,67 +840,203 @@ def run_system(sysm: System, body_paths: dict, sink: Proc | None) -> dict:
         finally:
             sysm.stop()
 
-    # tracing on vs off (Vandamme only)
-    if isinstance(sysm, Vandamme) and TRACING and sink is not None:
-        out["tracing"] = run_tracing(sysm, body_paths)
+    if isinstance(sysm, Vandamme):
+        if (TRACING and sink is not None) or MIDDLEWARE:
+            out["variants"] = run_variants(body_paths, with_sink=sink is not None)
+        if WORKERS:
+            out["workers"] = run_workers(body_paths)
     return out
 
 
-def run_tracing(sysm: "Vandamme", body_paths: dict) -> dict:
-    """Tracing off, on at sample ratio 1.0 and on at 0.1, measured back to back (a fresh gateway
-    per variant) on the two non-stream converted scenarios at c64. "on" = a spec overlay with
-    ``telemetry.otlp_endpoint`` (the local OTLP sink) and ``telemetry.sample_ratio``; "off" = the
-    plain bench spec. Each variant's throughput is compared with "off" from this same block."""
-    old = sysm.spec_dir
-    res: dict = {"variants": {}, "order": [k for k, _ in TRACING_VARIANTS]}
+# ---------------------------------------------------------------- the answer audit
+async def _audit(url: str, cases: list, body_paths: dict) -> dict:
+    last_url = f"http://{HOST}:{CAPTURE_PORT}/last/"
+    out: dict = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        async def last_request(fmt: str) -> bytes | None:
+            async with s.get(last_url + fmt) as r:
+                return await r.read() if r.status == 200 else None
+
+        for case in cases:
+            fmt = "openai" if case.converted else "anthropic"
+            body = body_paths[case.body].read_bytes()
+            try:
+                await last_request(fmt)  # forget an earlier case's request
+                async with s.post(url, data=body, headers=HEADERS) as r:
+                    status, answer = r.status, await r.read()
+                found = answers.audit(case, body, status, answer, await last_request(fmt))
+            except Exception as e:  # recorded as the finding; the audit goes on
+                status, found = None, [f"{type(e).__name__}: {e}"]
+            out[case.key] = {"label": case.label, "status": status, "findings": found}
+    return out
+
+
+def run_audit(sysm: "Gateway", body_paths: dict) -> dict:
+    """The answer audit (bench/answers.py): the system started once more against the recording
+    upstream, every case it supports sent through it once."""
+    cases = [c for c in answers.CASES if c.converted or sysm.passthrough]
     try:
-        for vkey, ratio in TRACING_VARIANTS:
-            env: dict = {}
-            if ratio is None:
-                sysm.spec_dir = old
-            else:
-                tdir = WORK / f"specs-tracing-{vkey}"
-                shutil.rmtree(tdir, ignore_errors=True)
-                shutil.copytree(HERE / "specs", tdir)
-                (tdir / "zz-telemetry.yaml").write_text(
-                    f"telemetry:\n  service_name: vandamme-bench\n  otlp_endpoint: http://{HOST}:{OTLP_PORT}\n"
-                    f"  sample_ratio: {ratio}\n")
-                sysm.spec_dir = tdir
-                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{OTLP_PORT}",
-                       "OTEL_SERVICE_NAME": "vandamme-bench"}
-            res["variants"][vkey] = out = {"sample_ratio": ratio}
-            try:
-                sysm.start("json", env)
-            except StartFailed as e:
-                out["status"] = "failed to start"
-                out["error"] = str(e)[-500:]
-                log(f"  tracing {vkey}: failed to start")
-                continue
-            sink0 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
-            try:
-                for key in ("conv_small", "conv_large"):
-                    sc = next(s for s in SCENARIOS if s.key == key)
-                    bp = body_paths[sc.body]
-                    why = check_answer(sysm.url(sc), bp.read_bytes(), "anthropic", False)
-                    if why:
-                        out[key] = {"status": f"failed: {why[:200]}"}
-                        continue
-                    run_wrk(sysm.url(sc), bp, 8, 1, None)  # warm-up
-                    runs = [run_wrk(sysm.url(sc), bp, 64, DURATION, sysm.pid) for _ in range(REPEAT)]
-                    out[key] = {"status": "ok", "rps": med([r["rps"] for r in runs]),
-                                "cpu_ms_per_req": med([r["cpu_ms_per_req"] for r in runs]),
-                                "requests": sum(r["ok"] for r in runs),
-                                "errors": sum(r["errors"] for r in runs)}
-                    log(f"  tracing {vkey} {key}: {out[key]}")
-                if ratio is not None:
-                    time.sleep(2)  # let the batch exporter flush
-                sink1 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
-                out["sink"] = {k: (sink1.get(k) or 0) - (sink0.get(k) or 0) for k in ("requests", "bytes")} \
-                    if "error" not in sink0 and "error" not in sink1 else sink1
-            finally:
-                sysm.stop()
+        sysm.start("check")
+    except StartFailed as e:
+        log(f"  answer audit: failed to start: {str(e)[-300:]}")
+        return {"status": "failed to start"}
+    try:
+        url = sysm.url(SCENARIO_BY_KEY["conv_large"])
+        res = {"status": "ok", "cases": asyncio.run(asyncio.wait_for(_audit(url, cases, body_paths), 120))}
+    except Exception as e:
+        res = {"status": f"failed: {type(e).__name__}: {e}"}
     finally:
-        sysm.spec_dir = old
+        sysm.stop()
+    for case in (res.get("cases") or {}).values():
+        log(f"  answers, {case['label']}: {'; '.join(case['findings']) or 'correct'}")
+    return res
+
+
+# ---------------------------------------------------------------- Vandamme's variants and workers
+TELEMETRY_OVERLAY = "telemetry:\n  service_name: vandamme-bench\n  otlp_endpoint: {endpoint}\n  sample_ratio: {ratio}\n"
+# two body-touching middleware on the converted path
+MIDDLEWARE_OVERLAY = """middleware:
+  - inject_system: {text: "Follow the ACME coding policy."}
+  - drop_params: {fields: [top_k]}
+"""
+VARIANT_SCENARIOS = ("conv_small", "conv_large")
+WORKER_SCENARIOS = ("conv_large", "pass_large")
+WORKER_COUNTS = (1, 2)
+
+
+def spec_variant(name: str, overlay: str) -> Path:
+    """bench/specs plus one overlay file, as bench/.work/specs-NAME/zz-NAME.yaml."""
+    d = WORK / f"specs-{name}"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(HERE / "specs", d)
+    (d / f"zz-{name}.yaml").write_text(overlay)
+    return d
+
+
+def load_side_by_side(gateways: list, keys, body_paths: dict, before_stop=None) -> list[dict]:
+    """Start every gateway (each on its own port, JSON upstream); per scenario: check each one's
+    answer and warm it up, then REPEAT rounds in which each gets one DURATION run at concurrency
+    64 in turn, so that a change in the machine's load touches them alike (medians); then
+    ``before_stop(gw)`` (its dict is merged into that gateway's result) and stop them all. Also each
+    tree's RSS at idle and its maximum under load, in all and per process (by pid)."""
+    results = []
+    try:
+        for gw in gateways:
+            try:
+                gw.start("json")
+                results.append({"status": "ok", "rss_idle_by_pid_mb": rss_by_process(gw.pid), "rss_max_mb": 0.0,
+                                "rss_max_by_pid_mb": {}})
+            except StartFailed as e:
+                log(f"  {gw.label}: failed to start")
+                results.append({"status": "failed to start", "error": str(e)[-500:]})
+        live = [(gw, out) for gw, out in zip(gateways, results) if out["status"] == "ok"]
+        for key in keys:
+            sc = SCENARIO_BY_KEY[key]
+            bp = body_paths[sc.body]
+            loaded = []
+            for gw, out in live:
+                why = check_answer(gw.url(sc), bp.read_bytes(), "anthropic", False)
+                if why:
+                    out[key] = {"status": f"failed: {why[:200]}"}
+                    continue
+                run_wrk(gw.url(sc), bp, 8, 1, None)  # warm-up
+                loaded.append((gw, out, []))
+            for _ in range(REPEAT):
+                for gw, out, runs in loaded:
+                    runs.append(run_wrk(gw.url(sc), bp, 64, DURATION, gw.pid))
+            for gw, out, runs in loaded:
+                out[key] = {"status": "ok", "rps": med([r["rps"] for r in runs]),
+                            "cpu_ms_per_req": med([r["cpu_ms_per_req"] for r in runs]),
+                            "requests": sum(r["ok"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+                for r in runs:
+                    out["rss_max_mb"] = max(out["rss_max_mb"], r["rss_max_mb"])
+                    for pid, mb in r["rss_max_by_pid_mb"].items():
+                        out["rss_max_by_pid_mb"][pid] = max(out["rss_max_by_pid_mb"].get(pid, 0.0), mb)
+                log(f"  {gw.label} {key}: {out[key]}")
+        if before_stop:
+            for gw, out in live:
+                out.update(before_stop(gw))
+    finally:
+        for gw in gateways:
+            gw.stop()
+    return results
+
+
+def run_variants(body_paths: dict, with_sink: bool) -> dict:
+    """Vandamme's pipeline variants against the plain pipeline, side by side in one block (each its
+    own gateway; ``load_side_by_side``) on the non-stream converted scenarios at c64: tracing on (a
+    spec overlay with ``telemetry.otlp_endpoint`` = the local OTLP sink, under a path of its own
+    so the sink counts each variant's exports apart, and ``telemetry.sample_ratio`` 1.0 / 0.1) and
+    two declared body-touching middleware (``MIDDLEWARE_OVERLAY``). Each variant's throughput is
+    compared with the plain pipeline's from this same block."""
+    variants = [{"key": "plain", "label": "plain pipeline", "kind": "plain"}]
+    if TRACING and with_sink:
+        variants += [{"key": f"tracing-{r:g}", "label": f"tracing on, sample ratio {r:g}", "kind": "tracing",
+                      "sample_ratio": r} for r in (1.0, 0.1)]
+    if MIDDLEWARE:
+        variants.append({"key": "middleware", "label": "middleware: inject_system + drop_params",
+                         "kind": "middleware"})
+    gateways = []
+    for i, v in enumerate(variants):
+        spec_dir = HERE / "specs"
+        if v["kind"] == "tracing":
+            spec_dir = spec_variant(v["key"], TELEMETRY_OVERLAY.format(
+                endpoint=f"http://{HOST}:{OTLP_PORT}/{v['key']}", ratio=v["sample_ratio"]))
+        elif v["kind"] == "middleware":
+            spec_dir = spec_variant(v["key"], MIDDLEWARE_OVERLAY)
+        gateways.append(Vandamme(key=f"vandamme-{v['key']}", label=f"Vandamme, {v['label']}", spec_dir=spec_dir,
+                                 port=SIDE_PORTS[i]))
+    sink0 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
+
+    def exports(gw):
+        if not gw.key.startswith("vandamme-tracing"):
+            return {}
+        time.sleep(2)  # let the batch exporter flush
+        prefix = gw.key.removeprefix("vandamme-")
+        sink1 = http_get_json(f"http://{HOST}:{OTLP_PORT}/stats")
+        if "error" in sink0 or "error" in sink1:
+            return {"sink": sink1}
+        before, after = (sk.get("by_prefix", {}).get(prefix) or {} for sk in (sink0, sink1))
+        return {"sink": {k: (after.get(k) or 0) - (before.get(k) or 0) for k in ("requests", "bytes")}}
+
+    runs = load_side_by_side(gateways, VARIANT_SCENARIOS, body_paths, exports)
+    return {"order": [v["key"] for v in variants],
+            "variants": {v["key"]: {**v, **run} for v, run in zip(variants, runs)}}
+
+
+def process_roles(gw: "Vandamme") -> dict[int, str]:
+    """What each process of the gateway's tree is: main (or "single process" with one worker),
+    worker (Sanic's log names them), the multiprocessing resource tracker, or Sanic's shared-state
+    manager (the other spawned process)."""
+    workers = gw.worker_pids()
+    roles = {}
+    for pid in tree(gw.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if pid == gw.pid:
+            roles[pid] = "single process" if pid in workers else "main"
+        else:
+            roles[pid] = ("worker" if pid in workers else "resource tracker" if b"resource_tracker" in cmd
+                          else "manager")
+    return roles
+
+
+def run_workers(body_paths: dict) -> dict:
+    """Vandamme with 1 and 2 workers (``vandamme run --workers N``), unpinned, side by side
+    (``load_side_by_side``) on the Claude-Code-sized scenarios at c64: throughput, CPU per request,
+    RSS of every process."""
+    gateways = [Vandamme(key=f"vandamme-{n}w", label=f"Vandamme, {n} worker{'s' if n > 1 else ''} unpinned",
+                         workers=n, cpu=None, port=SIDE_PORTS[i]) for i, n in enumerate(WORKER_COUNTS)]
+    runs = load_side_by_side(gateways, WORKER_SCENARIOS, body_paths, lambda gw: {"roles": process_roles(gw)})
+    res: dict = {"order": list(WORKER_COUNTS), "runs": {}}
+    for n, run in zip(WORKER_COUNTS, runs):
+        roles = run.pop("roles", {})
+        idle, peak = run.pop("rss_idle_by_pid_mb", {}), run.pop("rss_max_by_pid_mb", {})
+        run["processes"] = [{"pid": pid, "role": roles.get(pid, "exited"), "idle_mb": round(idle.get(pid, 0.0), 1),
+                             "load_max_mb": round(peak.get(pid, 0.0), 1)} for pid in sorted(set(idle) | set(peak))]
+        res["runs"][str(n)] = run
     return res
 
 
@@ -842,8 +1086,8 @@ def machine_info() -> dict:
 
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "nproc": NCPU,
             "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
-            "nginx": ver(["nginx", "-v"]), "wrk": ver(["wrk", "-v"]),
-            "duration_s": DURATION, "repeat": REPEAT, "streams": N_STREAMS}
+            "nginx": ver(["nginx", "-v"]), "wrk": ver(["wrk", "-v"]), "node": ver(["node", "--version"]),
+            "duration_s": DURATION, "c1_duration_s": C1_DURATION, "repeat": REPEAT, "streams": N_STREAMS}
 
 
 def main() -> int:
@@ -863,7 +1107,8 @@ def main() -> int:
         if not shutil.which(tool):
             log(f"{tool} not found: run `make bench` (it installs nginx and wrk)")
             return 2
-    busy = [p for p in (UP_PORT, PROXY_PORT, SLOW_PORT, OTLP_PORT, GW_PORT) if port_open(p)]
+    busy = [p for p in (UP_PORT, PROXY_PORT, SLOW_PORT, OTLP_PORT, CAPTURE_PORT, GW_PORT, *SIDE_PORTS)
+            if port_open(p)]
     if busy:
         log(f"ports already in use: {busy}; stop whatever holds them")
         return 2
@@ -886,10 +1131,15 @@ def main() -> int:
         if not wait_port(SLOW_PORT, 20, slow):
             log("slow upstream did not start:\n" + slow.tail())
             return 1
+        capture = Proc("capture-upstream", [AUX_PY, str(HERE / "capture_upstream.py"), "--port", str(CAPTURE_PORT)],
+                       cpu=LOAD_CPU)
         if not wait_port(OTLP_PORT, 20, sink):
             sink = None
+        if not wait_port(CAPTURE_PORT, 20, capture):
+            log("recording upstream did not start:\n" + capture.tail())
+            return 1
 
-        systems: list[System] = [Direct(up), NginxProxy(), Vdm()]
+        systems: list[System] = [Direct(up), NginxProxy(), StackFloor(), Vdm(), ClaudeCodeRouter()]
         if LITELLM:
             systems.append(LiteLLM())
         systems.append(Vandamme())

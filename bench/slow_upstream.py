@@ -17,6 +17,8 @@ import sys
 
 from aiohttp import web
 
+from aio_serve import serve
+
 CREATED = 1_730_000_000
 
 
@@ -92,21 +94,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=60)
     a = ap.parse_args()
 
-    async def run():
-        runner = web.AppRunner(make_app(a.interval, a.chunks), access_log=None, handle_signals=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", a.port, backlog=4096)
-        await site.start()
-        print("ready", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve(make_app(a.interval, a.chunks), a.port)
     sys.exit(0)
 
 
