@@ -44,16 +44,42 @@ def _print_errors(errors: list[SpecError], fmt: str) -> None:
 
 
 def cmd_validate(args) -> int:
+    """Load, validate and compile; then check the spec's ``expect:`` entries (errors) and what it
+    names that this environment cannot serve (warnings; errors too with --deny-warnings)."""
+    from .expectations import check_expectations
+    from .spec_warnings import inactive_provider_warnings
+
     compiled = _compiled(args.dir, args.format)
     if compiled is None:
         return EXIT_INVALID
     loaded, gw = compiled
+    errors = check_expectations(loaded, gw)
+    warnings = inactive_provider_warnings(loaded, gw)
+    denied = bool(warnings) and args.deny_warnings
+    ok = not errors and not denied
     active = sum(1 for p in gw.providers.values() if p.active)
+    expectations = len(loaded.data.get("expect") or [])
     if args.format == "json":
-        print(orjson.dumps({"valid": True, "errors": [], "files": list(loaded.files),
-                            "providers": len(gw.providers), "active_providers": active}).decode())
-    else:
-        print(f"{args.dir}: valid ({len(loaded.files)} files, {len(gw.providers)} providers, {active} active)")
+        print(orjson.dumps({"valid": ok, "errors": [e.as_dict() for e in errors],
+                            "warnings": [w.as_dict() for w in warnings], "files": list(loaded.files),
+                            "providers": len(gw.providers), "active_providers": active,
+                            "expectations": expectations}).decode())
+        return EXIT_OK if ok else EXIT_INVALID
+    for w in warnings:
+        print(str(SpecError(f"warning: {w.message}", w.source, w.path)), file=sys.stderr)
+    for e in errors:
+        print(str(e), file=sys.stderr)
+    counts = [f"{len(errors)} error{'s' if len(errors) != 1 else ''}"] if errors else []
+    if warnings:
+        counts.append(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+                      + (" (--deny-warnings)" if denied else ""))
+    if not ok:
+        print(", ".join(counts), file=sys.stderr)
+        return EXIT_INVALID
+    extra = f", {expectations} expectation{'s' if expectations != 1 else ''} met" if expectations else ""
+    extra += f", {counts[0]}" if counts else ""
+    print(f"{args.dir}: valid ({len(loaded.files)} files, {len(gw.providers)} providers, "
+          f"{active} active{extra})")
     return EXIT_OK
 
 
@@ -71,18 +97,21 @@ def cmd_config_show(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .graph import graph_dot, graph_text
+    from .graph import graph_dot, graph_json, graph_text
 
-    compiled = _compiled(args.dir)
+    compiled = _compiled(args.dir, args.format)
     if compiled is None:
         return EXIT_INVALID
     _, gw = compiled
-    sys.stdout.write(graph_dot(gw) if args.format == "dot" else graph_text(gw))
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(graph_json(gw), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(graph_dot(gw) if args.format == "dot" else graph_text(gw))
     return EXIT_OK
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, explain_json
+    from .explain import explain_json, render, resolver_for
 
     headers = {}
     for item in args.header or []:
@@ -94,14 +123,15 @@ def cmd_explain(args) -> int:
     compiled = _compiled(args.dir)
     if compiled is None:
         return EXIT_INVALID
-    loaded, gw = compiled
+    _, gw = compiled
     inactive = sorted(n for n, p in gw.providers.items() if not p.active)
     # By default explain the spec as declared (every provider counted as configured), which is
-    # what CI without secrets wants to check; --live uses the keys of this environment.
-    active = {n for n, p in gw.providers.items() if p.active} if args.live else None
-    kwargs = dict(headers=headers, tokens=args.tokens, active=active, pipelines=gw.pipelines())
+    # what CI without secrets wants to check; --live asks the gateway's own resolve_target stage,
+    # built with the keys of this environment.
+    resolver = resolver_for(gw, live=args.live)
+    out = explain_json(resolver, args.model, headers=headers, tokens=args.tokens,
+                       pipelines=gw.pipelines(), pipeline_for=gw.pipeline_for)
     if args.format == "json":
-        out = explain_json(loaded.data, loaded.sources, args.model, **kwargs)
         out["mode"] = "live" if args.live else "as-declared"
         out["inactive_providers"] = inactive
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -111,8 +141,8 @@ def cmd_explain(args) -> int:
     else:
         sys.stdout.write("mode: as declared (every provider counted as configured; --live uses this "
                          "environment's keys)\n")
-    sys.stdout.write(explain(loaded.data, loaded.sources, args.model, **kwargs))
-    final = explain_json(loaded.data, loaded.sources, args.model, **kwargs)["final"]["provider"]
+    sys.stdout.write(render(out, tokens_given=args.tokens is not None))
+    final = out["final"]["provider"]
     if not args.live and final in inactive:
         p = gw.providers[final]
         sys.stdout.write(f"note: provider '{final}' is inactive here ({p.inactive_reason})\n")
@@ -205,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="load, validate and compile a spec folder; exit 1 when invalid")
     val.add_argument("dir")
     val.add_argument("--format", choices=["text", "json"], default="text")
+    val.add_argument("--deny-warnings", action="store_true",
+                     help="exit 1 when there are warnings (a route, alias or the default provider naming "
+                          "a provider without a key here)")
     val.set_defaults(func=cmd_validate)
 
     cfg = sub.add_parser("config", help="inspect the effective configuration")
@@ -215,7 +248,7 @@ def parser() -> argparse.ArgumentParser:
 
     gr = sub.add_parser("graph", help="print the compiled pipelines")
     gr.add_argument("dir")
-    gr.add_argument("--format", choices=["text", "dot"], default="text")
+    gr.add_argument("--format", choices=["text", "json", "dot"], default="text")
     gr.set_defaults(func=cmd_graph)
 
     ex = sub.add_parser("explain", help="show how a model name resolves, without sending anything")

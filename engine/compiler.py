@@ -27,11 +27,13 @@ from transforms.request_stages import RepeatedParts
 from transforms.resolve_stage import ResolveTarget
 from transforms.routing import Router
 from transforms.thought_signatures import SignatureCache
-from transforms.upstream import Upstream
+from transforms.upstream import DEFAULT_MAX_RESPONSE_BYTES, Upstream
 from vandamme.kernel import ANTHROPIC, OPENAI, StageKind
+from vandamme.secrets import add_keys
 from vandamme.sources import SpecError, SpecErrors
 
 from .declarations import Declared, declarations
+from .logs import install_secret_scrubbing
 from .loader import LoadedSpec
 from .pipeline import Pipeline, StageNode
 
@@ -46,6 +48,7 @@ SERVER_DEFAULTS = {
     "max_tokens_limit": None,
     "ping_interval": 10.0,
     "models_cache_ttl": 300.0,
+    "max_response_bytes": DEFAULT_MAX_RESPONSE_BYTES,
 }
 POOL_DEFAULTS = {"limit": 2048, "limit_per_host": 0, "keepalive_timeout": 30.0}
 DEFAULT_AUTH = {"openai": "bearer", "anthropic": "x-api-key"}
@@ -63,12 +66,14 @@ class Settings:
     max_tokens_limit: int | None
     ping_interval: float
     models_cache_ttl: float
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     log_level: str = "INFO"
     log_json: bool = False
     access_log: bool = False
     service_name: str = "vandamme"
     otlp_endpoint: str | None = None
     sample_ratio: float | None = None
+    auth_keys: tuple = ()  # ({"name", "key"}, ...): gateway keys; none = auth off
 
 
 @dataclass(eq=False)
@@ -174,11 +179,13 @@ def settings_from(data: dict) -> Settings:
         max_retries=int(server["max_retries"]), retry_backoff=float(server["retry_backoff"]),
         max_tokens_limit=server["max_tokens_limit"], ping_interval=float(server["ping_interval"]),
         models_cache_ttl=float(server["models_cache_ttl"]),
+        max_response_bytes=int(server["max_response_bytes"]),
         log_level=str(logging_.get("level", "INFO")).upper(), log_json=bool(logging_.get("json", False)),
         access_log=bool(logging_.get("access_log", False)),
         service_name=telemetry.get("service_name") or "vandamme",
         otlp_endpoint=telemetry.get("otlp_endpoint"),
         sample_ratio=telemetry.get("sample_ratio"),
+        auth_keys=tuple((server.get("auth") or {}).get("keys") or ()),
     )
 
 
@@ -239,7 +246,8 @@ class BuiltMiddleware:
 
 
 def _node(stage: Any, spec: StageSpec, origin: str, side: str) -> StageNode:
-    return StageNode(stage, spec.name, spec.kind.value, spec.consumes, spec.needs_body, origin, side)
+    return StageNode(stage, spec.name, spec.kind.value, spec.consumes, spec.needs_body, origin, side,
+                     spec.origin)
 
 
 def assemble(name: str, template: tuple, middleware: tuple[BuiltMiddleware, ...], env: BuildEnv,
@@ -264,8 +272,11 @@ def assemble(name: str, template: tuple, middleware: tuple[BuiltMiddleware, ...]
                           for m in ours if m.request is not None]
             continue
         spec = registry[item]
+        stage = spec.build({}, env).request
+        if stage is None:  # turned off by the spec (e.g. authenticate without keys)
+            continue
         side = "response" if spec.kind is StageKind.RESPONSE else "request"
-        nodes.append(_node(spec.build({}, env).request, spec, "built in", side))
+        nodes.append(_node(stage, spec, "built in", side))
     first = next((i for i, n in enumerate(nodes)
                   if n.side == "request" and n.consumes == ANTHROPIC and n.needs_body), None)
     if first is not None:
@@ -293,7 +304,8 @@ def _provider_env(p: Provider, data: dict, settings: Settings, base: BuildEnv, e
         return None
     max_retries = int(spec.get("max_retries", settings.max_retries))
     upstream = Upstream(p, ring, max_retries, settings.retry_backoff, base.tracer,
-                        passthrough_stream=p.format == ANTHROPIC)
+                        passthrough_stream=p.format == ANTHROPIC,
+                        max_response_bytes=settings.max_response_bytes)
     converter = RequestConverter(max_tokens_limit=spec.get("max_tokens_limit", settings.max_tokens_limit),
                                  allow_top_k=bool(spec.get("allow_top_k", False)),
                                  reasoning=bool(spec.get("reasoning", False)))
@@ -320,6 +332,10 @@ def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry
     decl, errors = declarations(data, loaded.sources, registry)
     if errors:
         raise SpecErrors(errors)
+    install_secret_scrubbing()  # keys never reach a log line, error body or span (vandamme.secrets)
+    for spec in (data.get("providers") or {}).values():
+        add_keys(k for k in (spec.get("api_keys") or ()) if k != PASSTHRU)
+    add_keys(k["key"] for k in settings.auth_keys)
     ts = data.get("thought_signatures") or {}
     signatures = SignatureCache(float(ts.get("cache_ttl", 3600.0)), int(ts.get("max_cache_size", 10000)))
     shared = MappingProxyType({"thought_signatures": signatures, "repeated_parts": RepeatedParts()})
@@ -343,8 +359,8 @@ def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry
     if errors:
         raise SpecErrors(errors)
     active = {n for n, p in providers.items() if p.active}
-    alias_index = AliasIndex.build(data, loaded.sources, active=active)
-    router = Router.build(data, loaded.sources, alias_index)
+    resolver = ResolveTarget.build(data, loaded.sources, providers, active)
+    alias_index, router = resolver.alias_index, resolver.router
     for route in router.routes:  # a route with middleware gets its own pipeline on each of its targets
         mw = route_mw.get(route.index)
         if not mw:
@@ -357,7 +373,7 @@ def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry
             p.route_pipelines[route.index] = assemble(
                 f"{pname} (route {route.name})", PIPELINE_TEMPLATES[key], global_mw + mw + p.middleware,
                 envs[pname], registry)
-    base.resolver = ResolveTarget(router, alias_index, providers)
+    base.resolver = resolver
     front = assemble("front", FRONT_TEMPLATE, (), base, registry)
     default = data.get("default_provider")
     logger.debug("compiled {} providers ({} active)", len(providers), len(active))

@@ -1,106 +1,136 @@
 """``vandamme explain MODEL``: how a model would be resolved, step by step, without sending anything.
 
-``explain`` returns text for humans, ``explain_json`` the same as a dict (``--format json``).
+The decision is the runtime's own: :meth:`ResolveTarget.resolve
+<transforms.resolve_stage.ResolveTarget.resolve>`, called on the compiled gateway's own
+``resolve_target`` stage (``--live``), or on one built over the same compiled providers in which
+every provider the spec enables counts as configured (as declared, the default). This module only
+finds that stage and shows its answer: ``explain_json`` as a dict (``--format json``), ``render``
+and ``explain`` as text.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from transforms.aliases import AliasIndex, Resolution
-from transforms.routing import RequestFeatures, Router
-
-from vandamme.sources import SourceMap
+from transforms.resolve_stage import ResolveTarget
+from transforms.routing import RequestFeatures
 
 
-def _key_env(pdata: Mapping[str, Any], name: str) -> str:
-    for k in ("api_key_env", "key_env"):
-        v = pdata.get(k)
-        if isinstance(v, str) and v:
-            return v
-    return name.upper().replace("-", "_") + "_API_KEY"
+# --------------------------------------------------------------------------- the resolver
+def live_resolver(gateway: Any) -> ResolveTarget:
+    """The compiled gateway's own ``resolve_target`` stage (its front pipeline's)."""
+    for stage in gateway.front.stages:
+        if isinstance(stage, ResolveTarget):
+            return stage
+    raise LookupError("the gateway's front pipeline has no resolve_target stage")
 
 
-def explain_json(data: Mapping[str, Any], sources: SourceMap | None, model: str,
-                 headers: Mapping[str, str] | None = None, tokens: int | None = None,
-                 active: Iterable[str] | None = None,
-                 pipelines: Mapping[str, list[str]] | None = None,
-                 body: Mapping[str, Any] | None = None) -> dict:
-    """Resolve ``model`` as the gateway would. ``headers`` feed header/beta route conditions,
-    ``tokens`` overrides the input-token estimate, ``body`` (optional) supplies thinking/tools."""
-    sources = sources if sources is not None else SourceMap()
-    providers: Mapping[str, Any] = data.get("providers") or {}
-    active_set = set(providers) if active is None else set(active)
-    index = AliasIndex.build(data, sources, active_set, cache_size=0)
-    router = Router.build(data, sources, index)
+def declared_resolver(gateway: Any) -> ResolveTarget:
+    """A ``resolve_target`` stage for the gateway's spec and compiled providers in which every
+    provider counts as configured: the routing the specs describe, whatever keys are set here.
+    A provider the spec itself switches off (``enabled: false``) stays off."""
+    spec = gateway.spec
+    enabled = {name for name, p in gateway.providers.items() if p.spec.get("enabled", True) is not False}
+    return ResolveTarget.build(spec.data, spec.sources, gateway.providers, active=enabled)
+
+
+def resolver_for(gateway: Any, live: bool) -> ResolveTarget:
+    return live_resolver(gateway) if live else declared_resolver(gateway)
+
+
+def request_features(model: str, headers: Mapping[str, str] | None = None, tokens: int | None = None,
+                     body: Mapping[str, Any] | None = None) -> RequestFeatures:
+    """The features of a request for ``model`` with ``headers`` and ``body`` (which supplies
+    thinking and tools); ``tokens`` replaces the input-token estimate."""
     req = dict(body or {})
     req["model"] = model
-    features = RequestFeatures.from_body(req, dict(headers or {}), tokens=tokens)
+    return RequestFeatures.from_body(req, dict(headers or {}), tokens=tokens)
 
-    rules = router.explain(features)
-    hit = router.match(features)
+
+# --------------------------------------------------------------------------- explain
+def explain_json(resolver: ResolveTarget, model: str, headers: Mapping[str, str] | None = None,
+                 tokens: int | None = None, pipelines: Mapping[str, list[str]] | None = None,
+                 body: Mapping[str, Any] | None = None,
+                 pipeline_for: Callable[[str, Any], Any] | None = None) -> dict:
+    """What ``resolver`` decides for ``model``, with the routes tried and the alias steps.
+
+    ``headers`` feed header/beta route conditions, ``tokens`` overrides the input-token estimate,
+    ``body`` (optional) supplies thinking/tools. ``pipelines`` (stage names by pipeline, as
+    ``Gateway.pipelines()``) and ``pipeline_for`` (``Gateway.pipeline_for``) add the pipelines and
+    the declared middleware the request would run."""
+    features = request_features(model, headers, tokens, body)
+    decided = resolver.resolve(model, features)
+    router = resolver.router
+    uses_tokens = router is not None and router.uses_tokens
     out: dict[str, Any] = {
         "model": model,
         "features": {
             "thinking": features.thinking, "tools": features.tools, "tool_count": features.tool_count,
             "beta": features.beta or None,
-            "input_tokens": features.input_tokens if (tokens is not None or router.uses_tokens) else None,
+            "input_tokens": features.input_tokens if (tokens is not None or uses_tokens) else None,
             "headers": dict(headers or {}),
         },
-        "routes": [r.as_dict() for r in rules],
+        "routes": [r.as_dict() for r in router.explain(features)] if router is not None else [],
         "route": None,
     }
-    if hit is not None:
-        res: Resolution = hit.resolution
-        out["route"] = {"index": hit.index, "name": hit.name, "source": hit.route.source,
-                        "to": hit.route.to}
-        pairs = list(hit.targets)
-    else:
-        res = index.resolve(model)
-        pairs = [(res.provider, res.model)]
+    route = decided.route
+    if route is not None:
+        out["route"] = {"index": route.index, "name": route.name, "source": route.source, "to": route.to}
+    res = decided.resolution
     out["resolution"] = {
-        "kind": "route" if hit is not None else res.kind,
+        "kind": "route" if route is not None else res.kind,
         "steps": [s.as_dict() for s in res.steps],
         "candidates": [c.as_dict() for c in res.candidates],
         "skipped": [c.as_dict() for c in res.skipped],
     }
 
     targets = []
-    for pname, m in pairs:
-        pdata = providers.get(pname)
-        t = {"provider": pname, "model": m, "defined": pdata is not None,
-             "active": pname in active_set and pdata is not None,
-             "format": (pdata or {}).get("format"), "base_url": (pdata or {}).get("base_url")}
-        if pdata is None:
-            t["error"] = f"provider '{pname}' is not defined in the specs"
-        elif pname not in active_set:
-            if pdata.get("enabled") is False:
-                t["error"] = f"provider '{pname}' is not configured: disabled in the spec (enabled: false)"
-            else:
-                t["error"] = f"provider '{pname}' is not configured: set {_key_env(pdata, pname)}"
+    for pname, m in decided.declared:
+        p = resolver.providers.get(pname)
+        unusable = resolver.why_unusable(pname)
+        t = {"provider": pname, "model": m, "defined": p is not None, "active": unusable is None,
+             "format": getattr(p, "format", None), "base_url": getattr(p, "base_url", None)}
+        if unusable is not None:
+            t["error"] = unusable[1]
         targets.append(t)
     out["targets"] = targets
-    usable = [t for t in targets if t["active"]]
-    final = usable[0] if usable else targets[0]
+    if decided.targets:
+        provider, final_model = decided.targets[0]
+        final = next(t for t in targets if t["provider"] == provider.name and t["model"] == final_model)
+    else:
+        final = targets[0]
     out["final"] = {k: final.get(k) for k in ("provider", "model", "format", "base_url")}
-    out["error"] = None if usable else targets[0].get("error")
+    out["error"] = decided.error
+    out["status"] = decided.status
+
+    pipeline = None
+    if pipeline_for is not None and decided.targets:
+        pipeline = pipeline_for(final["provider"], route)
+    out["middleware"] = list(pipeline.middleware) if pipeline is not None else None
     if pipelines is not None:
         chosen = {name: list(stages) for name, stages in pipelines.items()
                   if name in ("front", final["provider"])}
+        if pipeline is not None:
+            chosen[final["provider"]] = list(pipeline.stage_names)  # the route's variant, if any
         out["pipelines"] = chosen or {name: list(stages) for name, stages in pipelines.items()}
     return out
 
 
-def explain(data: Mapping[str, Any], sources: SourceMap | None, model: str,
-            headers: Mapping[str, str] | None = None, tokens: int | None = None,
-            active: Iterable[str] | None = None,
-            pipelines: Mapping[str, list[str]] | None = None,
-            body: Mapping[str, Any] | None = None) -> str:
-    j = explain_json(data, sources, model, headers, tokens, active, pipelines, body)
-    lines = [f"model: {model}"]
+def explain(resolver: ResolveTarget, model: str, headers: Mapping[str, str] | None = None,
+            tokens: int | None = None, pipelines: Mapping[str, list[str]] | None = None,
+            body: Mapping[str, Any] | None = None,
+            pipeline_for: Callable[[str, Any], Any] | None = None) -> str:
+    """``explain_json`` as text."""
+    return render(explain_json(resolver, model, headers, tokens, pipelines, body, pipeline_for),
+                  tokens_given=tokens is not None)
+
+
+def render(j: Mapping[str, Any], tokens_given: bool = False) -> str:
+    """The text form of an ``explain_json`` result."""
+    lines = [f"model: {j['model']}"]
     f = j["features"]
     feats = [f"thinking={str(f['thinking']).lower()}", f"tools={f['tool_count']}"]
     if f["input_tokens"] is not None:
-        feats.append(f"input_tokens={f['input_tokens']}" + (" (given)" if tokens is not None else ""))
+        feats.append(f"input_tokens={f['input_tokens']}" + (" (given)" if tokens_given else ""))
     if f["beta"]:
         feats.append(f"anthropic-beta={f['beta']}")
     for k, v in (f["headers"] or {}).items():
@@ -153,8 +183,9 @@ def explain(data: Mapping[str, Any], sources: SourceMap | None, model: str,
             note = f"  ({t['error']}; skipped)" if t.get("error") else ""
             lines.append(f"    - {t['provider']}:{t['model']}{note}")
     if j["error"]:
-        lines.append(f"  error: a request would fail with 400: {j['error']}")
+        lines.append(f"  error: a request would fail with {j['status']}: {j['error']}")
+    if j.get("middleware") is not None:
+        lines.append(f"  middleware: {' -> '.join(j['middleware']) if j['middleware'] else 'none'}")
     for name, stages in (j.get("pipelines") or {}).items():
         lines.append(f"  pipeline {name}: {' -> '.join(stages)}")
     return "\n".join(lines) + "\n"
-

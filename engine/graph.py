@@ -1,17 +1,43 @@
-"""`vandamme graph`: the compiled pipelines as text or Graphviz DOT."""
+"""`vandamme graph`: the compiled pipelines as text, JSON or Graphviz DOT.
+
+Every stage is shown in its run order with where it came from: the spec position that declared
+it (``file:line:col``), the environment variable (``env:VAR``), or ``built in``.
+"""
 from __future__ import annotations
 
 from .compiler import Gateway
+from .pipeline import Pipeline
 
 
-def _chain(pipeline) -> str:
-    """Stage names in order; a stage with a ``detail`` shows it in brackets."""
-    return " -> ".join(f"{s.name}[{s.detail}]" if getattr(s, "detail", None) else s.name
-                       for s in pipeline.stages)
+def _label(node) -> str:
+    return f"{node.name}[{node.detail}]" if node.detail else node.name
+
+
+def _pipelines(gw: Gateway):
+    """(provider, label, pipeline) for every provider pipeline, route variants included."""
+    for p in gw.providers.values():
+        if p.pipeline is None:
+            continue
+        yield p, "messages", p.pipeline
+        for index, pipe in sorted(p.route_pipelines.items()):
+            yield p, f"messages via route [{index}]", pipe
+        yield p, "count_tokens", p.count_pipeline
+
+
+def _chain(pipe: Pipeline) -> str:
+    """Stages in run order; a declared one shows where it was declared, one on the way out is
+    marked ``(out)``."""
+    parts = []
+    for n in pipe.nodes:
+        notes = [n.origin] if n.origin != "built in" else []
+        if n.side == "response" and n.origin != "built in":
+            notes.append("out")
+        parts.append(_label(n) + (f" ({', '.join(notes)})" if notes else ""))
+    return " -> ".join(parts)
 
 
 def graph_text(gw: Gateway) -> str:
-    lines = ["front (every request):", f"  {_chain(gw.front)}"]
+    lines = ["front (every request):", "  " + _chain(gw.front)]
     routes = gw.router.routes
     if routes:
         lines.append("routes (first match wins):")
@@ -19,12 +45,32 @@ def graph_text(gw: Gateway) -> str:
             fb = ", ".join(f"{t.provider}:{t.model}" for _, t in r.fallbacks)
             lines.append(f"  [{r.index}] {r.name}: -> {r.target.provider}:{r.target.model}"
                          + (f", fallbacks: {fb}" if fb else ""))
-    for p in gw.providers.values():
-        state = "active" if p.active else f"inactive: {p.inactive_reason}"
-        lines.append(f"provider {p.name} (format {p.format}, {p.base_url}, {state})")
-        lines.append(f"  messages:     {_chain(p.pipeline)}")
-        lines.append(f"  count_tokens: {_chain(p.count_pipeline)}")
+    for p, label, pipe in _pipelines(gw):
+        if label == "messages":
+            state = "active" if p.active else f"inactive: {p.inactive_reason}"
+            lines.append(f"provider {p.name} (format {p.format}, {p.base_url}, {state})")
+        lines.append(f"  {label + ':':13} {_chain(pipe)}")
     return "\n".join(lines) + "\n"
+
+
+def graph_json(gw: Gateway) -> dict:
+    def pipe_json(pipe: Pipeline) -> dict:
+        return {"name": pipe.name, "middleware": list(pipe.middleware),
+                "stages": [n.as_dict() for n in pipe.nodes]}
+
+    providers = {}
+    for p, label, pipe in _pipelines(gw):
+        entry = providers.setdefault(p.name, {
+            "format": p.format, "base_url": p.base_url, "active": p.active,
+            "inactive_reason": p.inactive_reason, "pipelines": {}})
+        entry["pipelines"][label] = pipe_json(pipe)
+    return {
+        "front": pipe_json(gw.front),
+        "routes": [{"index": r.index, "name": r.name, "to": f"{r.target.provider}:{r.target.model}",
+                    "fallbacks": [f"{t.provider}:{t.model}" for _, t in r.fallbacks],
+                    "source": r.source} for r in gw.router.routes],
+        "providers": providers,
+    }
 
 
 def _q(s: str) -> str:
@@ -39,20 +85,21 @@ def graph_dot(gw: Gateway) -> str:
     for name in front:
         out.append(f"  {_q('front.' + name)} [label={_q(name)}];")
     last = "front." + front[-1]
-    for p in gw.providers.values():
+    for n, (p, label, pipe) in enumerate(_pipelines(gw)):
+        if not pipe.nodes:
+            continue
         style = "" if p.active else ", style=dashed"
-        for kind, pipe in (("messages", p.pipeline), ("count_tokens", p.count_pipeline)):
-            names = pipe.stage_names
-            if not names:
-                continue
-            ids = [f"{p.name}.{kind}.{i}.{n}" for i, n in enumerate(names)]
-            out.append(f"  subgraph {_q('cluster_' + p.name + '_' + kind)} {{")
-            out.append(f"    label={_q(f'{p.name} ({p.format}) {kind}')};{' style=dashed;' if not p.active else ''}")
-            for i, n in zip(ids, names):
-                out.append(f"    {_q(i)} [label={_q(n)}{style}];")
-            for a, b in zip(ids, ids[1:]):
-                out.append(f"    {_q(a)} -> {_q(b)};")
-            out.append("  }")
-            out.append(f"  {_q(last)} -> {_q(ids[0])} [label={_q(p.name if kind == 'messages' else kind)}];")
+        ids = [f"{p.name}.{n}.{i}.{node.name}" for i, node in enumerate(pipe.nodes)]
+        out.append(f"  subgraph {_q(f'cluster_{p.name}_{n}')} {{")
+        out.append(f"    label={_q(f'{p.name} ({p.format}) {label}')};{' style=dashed;' if not p.active else ''}")
+        for i, node in zip(ids, pipe.nodes):
+            tip = node.origin if node.origin != "built in" else ""
+            shape = ", shape=ellipse" if node.side == "response" else ""
+            out.append(f"    {_q(i)} [label={_q(node.name)}{shape}{style}"
+                       + (f", tooltip={_q(tip)}" if tip else "") + "];")
+        for a, b in zip(ids, ids[1:]):
+            out.append(f"    {_q(a)} -> {_q(b)};")
+        out.append("  }")
+        out.append(f"  {_q(last)} -> {_q(ids[0])} [label={_q(p.name + ' ' + label)}];")
     out.append("}")
     return "\n".join(out) + "\n"

@@ -5,6 +5,13 @@ where it came from (:class:`engine.sources.SourceMap`) and every error points at
 
 Merge rule: mappings merge recursively, the later file wins; lists and scalars are replaced whole
 by the later file (and the replaced subtree's sources are forgotten).
+
+Limits, so that a hostile or broken folder fails fast with a spec error instead of stalling or
+crashing the process (round-trip parsing costs about 10 s per MiB): a file may hold at most
+``MAX_FILE_BYTES``, the folder's spec files together ``MAX_FOLDER_BYTES``, nesting is at most
+``MAX_DEPTH`` levels, and YAML aliases may add at most ``MAX_ALIAS_VALUES`` values (an alias names
+one shared object; converting it to plain data copies it once per reference, which is exponential
+for nested aliases: the "billion laughs").
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any, Mapping
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
@@ -27,6 +35,10 @@ from vandamme.sources import Path, Source, SourceMap, SpecError, SpecErrors
 __all__ = ["LoadedSpec", "load_spec", "load_files", "display_path", "deep_merge"]
 
 PASSTHRU = "!PASSTHRU"
+MAX_FILE_BYTES = 1 << 20
+MAX_FOLDER_BYTES = 4 << 20
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 100_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ def display_path(path: str | os.PathLike) -> str:
 def _yaml() -> YAML:
     y = YAML(typ="rt")
     y.allow_duplicate_keys = False
+    y.max_depth = MAX_DEPTH  # the composer recurses per level: stop before Python's recursion limit
     return y
 
 
@@ -100,6 +113,8 @@ def _duplicate_error(fname: str, text: str, exc: DuplicateKeyError) -> SpecError
 
 
 def _yaml_error(fname: str, exc: YAMLError) -> SpecError:
+    if isinstance(exc, MaxDepthExceededError):
+        return SpecError(f"nested deeper than {MAX_DEPTH} levels", _mark_source(fname, exc.problem_mark))
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         parts = [p for p in (exc.context, exc.problem) if p]
@@ -124,42 +139,77 @@ def _tag(node: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _to_plain(node: Any, fname: str, path: Path, here: Source, sources: SourceMap,
-              errors: list[SpecError]) -> Any:
-    """Convert a ruamel round-trip node to plain Python types and record positions."""
-    if isinstance(node, CommentedMap):
-        tag = _tag(node)
-        if tag and not tag.startswith("tag:yaml.org"):
-            errors.append(SpecError(f"unsupported YAML tag {tag!r}", here, path))
-        out: dict = {}
-        for k in node:
-            line, col = _pos(node, k, False)
-            key = k if isinstance(k, str) else _scalar(k)
-            if not isinstance(key, str):
-                key = str(key)
-            src = Source(file=fname, line=line, col=col) if line else here
-            sub = path + (key,)
-            sources[sub] = src
-            out[key] = _to_plain(node[k], fname, sub, src, sources, errors)
-        return out
-    if isinstance(node, (CommentedSeq, list)):
-        items = []
-        for i, v in enumerate(node):
-            line, col = _pos(node, i, True)
-            src = Source(file=fname, line=line, col=col) if line else here
-            sub = path + (i,)
-            sources[sub] = src
-            items.append(_to_plain(v, fname, sub, src, sources, errors))
-        return items
-    if isinstance(node, TaggedScalar):
-        tag = _tag(node)
-        if tag == PASSTHRU and not node.value:
-            return PASSTHRU
-        errors.append(SpecError(
-            f"unsupported YAML tag {tag!r}; quote the value (e.g. \"{PASSTHRU}\") if it is a string",
-            here, path))
-        return str(node.value)
-    return _scalar(node)
+class _LimitExceeded(Exception):
+    """A limit hit while converting; carries the spec error (conversion stops there)."""
+
+    def __init__(self, error: SpecError):
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Plain:
+    """Converts one file's round-trip tree to plain Python types and records positions.
+
+    An alias is the anchored object itself, met again: every value below a mapping or list met a
+    second time counts against ``MAX_ALIAS_VALUES``, and the nesting depth (which aliases can
+    grow past the composer's limit, or make endless) against ``MAX_DEPTH``."""
+
+    def __init__(self, fname: str, sources: SourceMap, errors: list[SpecError]):
+        self.fname = fname
+        self.sources = sources
+        self.errors = errors
+        self.seen: set[int] = set()
+        self.aliased = 0
+
+    def convert(self, node: Any, path: Path, here: Source, alias_at: tuple | None = None) -> Any:
+        """``alias_at`` is (source, path) of the alias this value is reached through, if any."""
+        if isinstance(node, (CommentedMap, CommentedSeq, list)):
+            if len(path) > MAX_DEPTH:
+                src, at = alias_at or (here, path)
+                raise _LimitExceeded(SpecError(f"nested deeper than {MAX_DEPTH} levels (through "
+                                               f"YAML aliases)", src, at))
+            if id(node) in self.seen:
+                alias_at = alias_at or (here, path)
+            else:
+                self.seen.add(id(node))
+        if alias_at is not None:
+            self.aliased += 1
+            if self.aliased > MAX_ALIAS_VALUES:
+                raise _LimitExceeded(SpecError(
+                    f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values", *alias_at))
+        if isinstance(node, CommentedMap):
+            tag = _tag(node)
+            if tag and not tag.startswith("tag:yaml.org"):
+                self.errors.append(SpecError(f"unsupported YAML tag {tag!r}", here, path))
+            out: dict = {}
+            for k in node:
+                line, col = _pos(node, k, False)
+                key = k if isinstance(k, str) else _scalar(k)
+                if not isinstance(key, str):
+                    key = str(key)
+                src = Source(file=self.fname, line=line, col=col) if line else here
+                sub = path + (key,)
+                self.sources[sub] = src
+                out[key] = self.convert(node[k], sub, src, alias_at)
+            return out
+        if isinstance(node, (CommentedSeq, list)):
+            items = []
+            for i, v in enumerate(node):
+                line, col = _pos(node, i, True)
+                src = Source(file=self.fname, line=line, col=col) if line else here
+                sub = path + (i,)
+                self.sources[sub] = src
+                items.append(self.convert(v, sub, src, alias_at))
+            return items
+        if isinstance(node, TaggedScalar):
+            tag = _tag(node)
+            if tag == PASSTHRU and not node.value:
+                return PASSTHRU
+            self.errors.append(SpecError(
+                f"unsupported YAML tag {tag!r}; quote the value (e.g. \"{PASSTHRU}\") if it is a string",
+                here, path))
+            return str(node.value)
+        return _scalar(node)
 
 
 def _scalar(value: Any) -> Any:
@@ -183,9 +233,21 @@ def _scalar(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- merge
+def _subtree(value: Any, path: Path):
+    """``path``, and the path of every value below it in ``value``."""
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _subtree(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _subtree(v, path + (i,))
+
+
 def deep_merge(base: dict, base_sources: SourceMap, new: dict, new_sources: SourceMap,
                path: Path = ()) -> None:
-    """Merge ``new`` into ``base`` in place: mappings recursively, anything else replaced whole."""
+    """Merge ``new`` into ``base`` in place: mappings recursively, anything else replaced whole.
+    Sources move with their values (linear in the size of what is merged)."""
     for key, value in new.items():
         sub = path + (key,)
         if key in base and isinstance(base[key], dict) and isinstance(value, dict):
@@ -193,12 +255,14 @@ def deep_merge(base: dict, base_sources: SourceMap, new: dict, new_sources: Sour
                 base_sources[sub] = new_sources[sub]
             deep_merge(base[key], base_sources, value, new_sources, sub)
         else:
-            base_sources.drop_subtree(sub)
+            if key in base:
+                for p in _subtree(base[key], sub):
+                    base_sources.pop(p, None)
             base[key] = value
-            n = len(sub)
-            for k, src in new_sources.items():
-                if k[:n] == sub:
-                    base_sources[k] = src
+            for p in _subtree(value, sub):
+                src = new_sources.get(p)
+                if src is not None:
+                    base_sources[p] = src
 
 
 # --------------------------------------------------------------------------- loading
@@ -207,6 +271,29 @@ def _spec_files(directory: _FsPath) -> list[_FsPath]:
         (p for p in directory.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml")),
         key=lambda p: p.name,
     )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n % (1 << 20) else f"{n >> 20} MiB"
+
+
+def _check_sizes(paths: list[_FsPath], shown: str) -> None:
+    """Refuse files over ``MAX_FILE_BYTES`` and folders over ``MAX_FOLDER_BYTES`` before parsing."""
+    errors, total = [], 0
+    for p in paths:
+        try:
+            size = p.stat().st_size
+        except OSError:
+            continue  # reported when it is read
+        total += size
+        if size > MAX_FILE_BYTES:
+            errors.append(SpecError(f"file is {_mib(size)}; a spec file may be at most "
+                                    f"{_mib(MAX_FILE_BYTES)}", Source(file=display_path(p))))
+    if not errors and total > MAX_FOLDER_BYTES:
+        errors.append(SpecError(f"spec files total {_mib(total)}; a spec folder may hold at most "
+                                f"{_mib(MAX_FOLDER_BYTES)}", Source(file=shown)))
+    if errors:
+        raise SpecErrors(errors)
 
 
 def load_files(directory: str | os.PathLike) -> tuple[dict, SourceMap, tuple[str, ...]]:
@@ -221,6 +308,7 @@ def load_files(directory: str | os.PathLike) -> tuple[dict, SourceMap, tuple[str
     if not paths:
         raise SpecErrors([SpecError(
             f"spec folder '{shown}' has no *.yaml or *.yml files", Source(file=shown))])
+    _check_sizes(paths, shown)
 
     errors: list[SpecError] = []
     data: dict = {}
@@ -252,7 +340,11 @@ def load_files(directory: str | os.PathLike) -> tuple[dict, SourceMap, tuple[str
             continue
         file_sources = SourceMap()
         file_errors: list[SpecError] = []
-        plain = _to_plain(doc, fname, (), Source(file=fname, line=1, col=1), file_sources, file_errors)
+        try:
+            plain = _Plain(fname, file_sources, file_errors).convert(doc, (), Source(file=fname, line=1, col=1))
+        except _LimitExceeded as exc:
+            errors.append(exc.error)
+            continue
         errors.extend(file_errors)
         if () not in sources:
             sources[()] = Source(file=fname, line=1, col=1)

@@ -203,7 +203,22 @@ def apply_env(data: dict, sources: SourceMap, environ: Mapping[str, str]) -> lis
         _set(data, sources, path, value, var)
 
     errors.extend(_gemini_thought_signatures(data, sources, environ))
+    _gateway_keys(data, sources, environ)
     return errors
+
+
+def _gateway_keys(data: dict, sources: SourceMap, environ: Mapping[str, str]) -> None:
+    """VDM_API_KEYS="name:key name2:key2" (or bare keys, named key1, key2, ...) sets
+    server.auth.keys; the schema checks each key, and no message shows its value."""
+    var = "VDM_API_KEYS"
+    raw = _env(environ, var)
+    if raw is None:
+        return
+    keys = []
+    for i, item in enumerate(split_keys(raw), 1):
+        name, sep, key = item.partition(":")
+        keys.append({"name": name, "key": key} if sep else {"name": f"key{i}", "key": item})
+    _set(data, sources, ("server", "auth", "keys"), keys, var)
 
 
 GEMINI_MIDDLEWARE = "gemini_thought_signatures"

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
-from vandamme.kernel import BufferedResponse, Context, Response, Stage, StreamingResponse, recording
+from vandamme.kernel import Context, Stage, recording
+from vandamme.secrets import record_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class StageNode:
     needs_body: bool
     origin: str
     side: str  # "request" (on the way in) or "response" (on the way out)
+    defined_by: str = "built in"  # where the stage's code comes from: built in, plugin X, import Y
 
     @property
     def detail(self) -> str | None:
@@ -34,7 +35,7 @@ class StageNode:
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "consumes": self.consumes, "side": self.side,
-               "needs_body": self.needs_body, "source": self.origin}
+               "needs_body": self.needs_body, "source": self.origin, "defined_by": self.defined_by}
         if self.detail:
             out["detail"] = self.detail
         return out
@@ -72,12 +73,12 @@ class Pipeline:
             return await self._run_plain(ctx)
         tracer = self._tracer
         for stage in self.stages:
-            with tracer.start_as_current_span(stage.name, record_exception=True,
+            with tracer.start_as_current_span(stage.name, record_exception=False,
                                               set_status_on_exception=False) as span:
                 try:
                     await stage.run(ctx)
                 except BaseException as exc:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    record_error(span, exc)
                     raise
                 finally:
                     span.set_attributes(span_attributes(ctx, stage.name))
@@ -85,6 +86,8 @@ class Pipeline:
 
 def span_attributes(ctx: Context, stage: str) -> dict:
     attrs = {"vandamme.stage": stage, "vandamme.request_id": ctx.request_id}
+    if ctx.client_name is not None:
+        attrs["vandamme.client"] = ctx.client_name
     if ctx.provider is not None:
         attrs["vandamme.provider"] = ctx.provider.name
         attrs["gen_ai.system"] = ctx.provider.name

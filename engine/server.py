@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, fields
 
 import orjson
 from loguru import logger
@@ -17,15 +18,18 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
 from transforms.errors import GatewayError, error_body, error_event, error_type_for
+from vandamme.kernel import BufferedResponse, Context
+from vandamme.secrets import bind_request, unbind_request
+from vandamme.sources import SpecErrors
 
 from .compiler import Gateway
-from vandamme.sources import SpecErrors
+from .http_protocol import GatewayProtocol
 from .models import ModelCatalog
-from .pipeline import BufferedResponse, Context
 
 _app_numbers = itertools.count(1)
 _SPAN_NAMES = {"messages": "POST /v1/messages", "count_tokens": "POST /v1/messages/count_tokens"}
 _JSON = "application/json"
+SHUTTING_DOWN = "server shutting down"
 
 
 def _request_ids():
@@ -45,15 +49,87 @@ class Generation:
     """One compiled Gateway in service, with the count of requests running on it. A reload puts
     a new generation in front; the old one closes its pools when its last request finishes."""
 
-    __slots__ = ("gateway", "front", "catalog", "inflight", "retired", "number")
+    __slots__ = ("gateway", "front", "catalog", "inflight", "retired", "number", "authenticate")
 
     def __init__(self, gateway: Gateway, number: int):
         self.gateway = gateway
         self.front = gateway.front
+        self.authenticate = next((s for s in gateway.front.stages if s.name == "authenticate"), None)
         self.catalog = ModelCatalog(gateway)
         self.inflight = 0
         self.retired = False
         self.number = number
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The ``server.*`` settings for client connections (a restart applies a change)."""
+
+    header_timeout: float = 10.0  # a request's head must arrive within this, from its first byte
+    body_timeout: float = 30.0  # its body within max(body_timeout, size / body_min_rate)
+    body_min_rate: float = 65536.0  # bytes per second
+    drain_timeout: float = 30.0  # on shutdown, requests in flight may go on for this long
+
+    @classmethod
+    def from_spec(cls, data: dict) -> "ConnectionLimits":
+        server = data.get("server") or {}
+        return cls(**{f.name: float(server[f.name]) for f in fields(cls) if f.name in server})
+
+
+class Drain:
+    """Shutdown drain: requests in flight may go on for ``timeout`` seconds after shutdown begins
+    (``begin``); then every ``window`` still open is cancelled and marked ``cut``, and its caller
+    answers "server shutting down"."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.deadline: float | None = None  # event-loop time, once shutdown has begun
+        self.open: set[asyncio.Timeout] = set()
+
+    def begin(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.timeout
+        for timeout in self.open:
+            timeout.reschedule(self.deadline)
+
+    def window(self) -> "DrainWindow":
+        return DrainWindow(self)
+
+
+class DrainWindow:
+    """``async with drain.window() as w:`` runs its block until the drain deadline, if there is one
+    by then; ``w.cut`` tells whether the deadline stopped it (the TimeoutError is swallowed)."""
+
+    __slots__ = ("drain", "timeout", "cut")
+
+    def __init__(self, drain: Drain):
+        self.drain = drain
+        self.timeout: asyncio.Timeout | None = None
+        self.cut = False
+
+    async def __aenter__(self) -> "DrainWindow":
+        self.timeout = asyncio.timeout_at(self.drain.deadline)
+        await self.timeout.__aenter__()
+        self.drain.open.add(self.timeout)
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        self.drain.open.discard(self.timeout)
+        try:
+            await self.timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            self.cut = True
+            return True
+        return False
+
+
+class GatewaySanic(Sanic):
+    """Sanic serving with the gateway's connection protocol (engine.http_protocol) by default."""
+
+    def prepare(self, *args, protocol=None, **kwargs):
+        return super().prepare(*args, protocol=protocol or GatewayProtocol, **kwargs)
+
+    async def create_server(self, *args, protocol=None, **kwargs):
+        return await super().create_server(*args, protocol=protocol or GatewayProtocol, **kwargs)
 
 
 class Serving:
@@ -64,19 +140,32 @@ class Serving:
         self.current = Generation(gateway, 1)
         self.reloader = reloader
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task] = set()
+
+    def schedule_reload(self) -> None:
+        """Start ``reload`` from a signal handler (keeping the task until it ends)."""
+        task = asyncio.ensure_future(self.reload())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def reload(self) -> bool:
+        """Load and compile in a worker thread (a big spec takes seconds; requests go on being
+        served meanwhile), then swap on the event loop."""
         if self.reloader is None:
             logger.warning("reload asked, but this server was not started from a spec folder")
             return False
         async with self._lock:
             try:
-                gateway = self.reloader()
+                gateway = await asyncio.to_thread(self.reloader)
             except SpecErrors as exc:
                 for err in exc.errors:
                     logger.error("reload rejected: {}", err)
                 logger.error("reload rejected: {} error(s); still serving generation {}",
                              len(exc.errors), self.current.number)
+                return False
+            except Exception as exc:  # a bug, not a spec error: keep serving, show where
+                logger.opt(exception=exc).error("reload failed ({}); still serving generation {}",
+                                                type(exc).__name__, self.current.number)
                 return False
             await gateway.start()
             old = self.current
@@ -92,17 +181,23 @@ class Serving:
 def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sanic:
     """A Sanic app serving ``gateway``. Provider sessions open when the server starts and close
     when it stops. With ``reloader`` (a callable compiling a fresh Gateway), SIGHUP reloads."""
-    app = Sanic(name or f"vandamme_{os.getpid()}_{next(_app_numbers)}")
+    app = GatewaySanic(name or f"vandamme_{os.getpid()}_{next(_app_numbers)}")
     s = gateway.settings
+    limits = ConnectionLimits.from_spec(gateway.spec.data)
     app.config.REQUEST_MAX_SIZE = 32 * 1024 * 1024  # Anthropic's own request limit
     app.config.RESPONSE_TIMEOUT = max(3600, int(s.request_timeout * (s.max_retries + 2)))
-    app.config.REQUEST_TIMEOUT = 60
+    app.config.REQUEST_TIMEOUT = limits.header_timeout  # these three: see engine/http_protocol.py
+    app.config.BODY_TIMEOUT = limits.body_timeout
+    app.config.BODY_MIN_RATE = limits.body_min_rate
     app.config.KEEP_ALIVE_TIMEOUT = 75
+    # Sanic aborts what is still open after this; the drain answers everything before it.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = limits.drain_timeout + app.config.GRACEFUL_TCP_CLOSE_TIMEOUT
     app.config.ACCESS_LOG = False  # our own access line (loguru) names provider and model
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False
     live = Serving(gateway, reloader)
     app.ctx.live = live
+    drain = Drain(limits.drain_timeout)
     app.ctx.gateway = gateway  # the first generation (settings for `vandamme run`)
     ids = _request_ids()
     access_log = s.access_log
@@ -115,10 +210,13 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
     async def _signals(app_):
         if reloader is not None and threading.current_thread() is threading.main_thread():
             try:
-                asyncio.get_running_loop().add_signal_handler(
-                    signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, live.schedule_reload)
             except (NotImplementedError, RuntimeError, ValueError):
                 logger.warning("SIGHUP reload is not available here")
+
+    @app.before_server_stop
+    async def _drain(app_):
+        drain.begin()
 
     @app.after_server_stop
     async def _close(app_):
@@ -127,9 +225,11 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
     async def run_pipeline(request: Request, endpoint: str):
         gen = live.current
         gen.inflight += 1
+        secrets = bind_request(request.headers)  # the client's keys are scrubbed like ours
         try:
             return await _run(gen, request, endpoint)
         finally:
+            unbind_request(secrets)
             gen.inflight -= 1
             if gen.retired and gen.inflight == 0:  # the last request of a replaced generation
                 await gen.gateway.close()
@@ -138,7 +238,8 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
         tracer = gen.gateway.tracer
         if tracer is None:
             return await _serve(gen, request, endpoint)
-        with tracer.start_as_current_span(_SPAN_NAMES[endpoint], kind=SpanKind.SERVER) as span:
+        with tracer.start_as_current_span(_SPAN_NAMES[endpoint], kind=SpanKind.SERVER,
+                                          record_exception=False) as span:
             out = await _serve(gen, request, endpoint)
             if out is not None:
                 span.set_attribute("http.response.status_code", out.status)
@@ -147,8 +248,12 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
     async def _serve(gen: Generation, request: Request, endpoint: str):
         rid = next(ids)
         ctx = Context(rid, request.body, request.headers, endpoint)
+        window = drain.window()
         try:
-            await gen.front.run(ctx)
+            async with window:
+                await gen.front.run(ctx)
+            if window.cut:
+                raise GatewayError(503, SHUTTING_DOWN, "overloaded_error")
         except GatewayError as exc:
             if exc.status >= 500 or access_log:
                 logger.warning("{} {} -> {} {}: {}", rid, ctx.requested_model or "-", exc.status,
@@ -156,8 +261,9 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
             return error_response(exc, rid)
         resp = ctx.response
         if access_log:
-            logger.info("{} {} -> {}:{} {} in {:.1f} ms", rid, ctx.requested_model,
-                        ctx.provider.name, ctx.model, resp.status, (time.perf_counter() - ctx.started) * 1e3)
+            logger.info("{} {} -> {}:{} {} in {:.1f} ms{}", rid, ctx.requested_model,
+                        ctx.provider.name, ctx.model, resp.status, (time.perf_counter() - ctx.started) * 1e3,
+                        f" (client {ctx.client_name})" if ctx.client_name else "")
         if isinstance(resp, BufferedResponse):
             headers = resp.headers
             headers["request-id"] = rid
@@ -170,8 +276,13 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
         headers["cache-control"] = "no-cache"
         try:
             out = await request.respond(status=resp.status, headers=headers, content_type=resp.content_type)
-            async for chunk in resp.chunks:
-                await out.send(chunk)
+            window = drain.window()
+            async with window:
+                async for chunk in resp.chunks:
+                    await out.send(chunk)
+            if window.cut:
+                logger.warning("{} stream cut at the drain deadline: {}", rid, SHUTTING_DOWN)
+                await out.send(error_event("overloaded_error", SHUTTING_DOWN))
             await out.eof()
         except asyncio.CancelledError:
             logger.debug("{} client went away; upstream request cancelled", rid)
@@ -207,13 +318,28 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
             "providers": [p.summary() for p in gw.providers.values()],
         }), content_type=_JSON)
 
+    async def authorized(request: Request, gen: Generation) -> HTTPResponse | None:
+        """The gateway-key check of the front pipeline, for the endpoints that have no pipeline:
+        None when the request may go on, else the 401."""
+        if gen.authenticate is None:
+            return None
+        try:
+            await gen.authenticate.run(Context(next(ids), b"", request.headers))
+        except GatewayError as exc:
+            return error_response(exc)
+        return None
+
     @app.get("/v1/models")
     async def models(request: Request):
-        return raw(await live.current.catalog.listing(request.headers), content_type=_JSON)
+        gen = live.current
+        return await authorized(request, gen) or raw(await gen.catalog.listing(request.headers),
+                                                     content_type=_JSON)
 
     @app.get("/v1/aliases")
     async def aliases(request: Request):
-        return raw(orjson.dumps({"data": live.current.gateway.alias_index.entries()}), content_type=_JSON)
+        gen = live.current
+        return await authorized(request, gen) or raw(
+            orjson.dumps({"data": gen.gateway.alias_index.entries()}), content_type=_JSON)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception):

@@ -124,3 +124,18 @@ _trees = st.recursive(_scalars, lambda kids: st.one_of(st.lists(kids, max_size=3
 def test_render_round_trips(data):
     out = render_config(LoadedSpec(data=data, sources=SourceMap({(): Source("s.yaml", 1, 1)}), files=()))
     assert (YAML(typ="safe").load(out) or {}) == data
+
+
+def test_gemini_env_overlay_shows_as_a_declaration(monkeypatch):
+    """GEMINI_THOUGHT_SIGNATURES_ENABLED declares the middleware; config show says so."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    on = load_spec(root / "specs", {"GEMINI_THOUGHT_SIGNATURES_ENABLED": "true",
+                                    "G2_BASE_URL": "https://generativelanguage.googleapis.com/v1beta/openai",
+                                    "G2_API_FORMAT": "openai"})
+    text = render_config(on)
+    assert "- gemini_thought_signatures # env:GEMINI_THOUGHT_SIGNATURES_ENABLED" in text  # g2
+    assert "- gemini_thought_signatures # specs/10-providers.yaml:" in text  # gemini, as declared
+    off = render_config(load_spec(root / "specs", {"GEMINI_THOUGHT_SIGNATURES_ENABLED": "false"}))
+    assert "middleware: [] # env:GEMINI_THOUGHT_SIGNATURES_ENABLED" in off
+    assert "gemini_thought_signatures" not in off

@@ -55,3 +55,17 @@ def test_objects_are_closed():
 def test_doc_mentions_merge_env_and_editor_tip():
     for needle in ("# yaml-language-server: $schema=", "replaced whole", "env:PORT", "OPENAI_API_KEY"):
         assert needle in DOC, needle
+
+
+def test_schema_middleware_part_matches_the_registry():
+    """schemas/vandamme.schema.json's middleware definitions are generated from the stage
+    registry (`make schema`): every built-in stage and its config schema, so editors see them."""
+    from engine.schema import main
+
+    assert main([]) == 0, "run `make schema`"
+    item = SCHEMA["$defs"]["middleware_item"]
+    names = item["anyOf"][0]["enum"]
+    assert {"inject_system", "drop_params", "set_params", "clamp", "redact", "gemini_thought_signatures"} <= set(names)
+    for where in (SCHEMA["properties"], SCHEMA["properties"]["routes"]["items"]["properties"],
+                  SCHEMA["properties"]["providers"]["additionalProperties"]["properties"]):
+        assert where["middleware"]["$ref"] == "#/$defs/middleware_list"

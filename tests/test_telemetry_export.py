@@ -10,26 +10,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from engine.compiler import settings_from
 from engine.telemetry import tracer_provider_for
 from fakes.anthropic_upstream import FakeAnthropic
+from fakes.loopback import LoopbackServer
 from harness import LiveGateway
 
 
-class OTLPSink:
+class OTLPSink(LoopbackServer):
     def __init__(self):
+        super().__init__()
         self.spans = []
-        self.base_url = ""
 
-    async def __aenter__(self):
-        app = web.Application()
+    def routes(self, app):
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc):
-        await self._runner.cleanup()
 
     async def _traces(self, request):
         req = ExportTraceServiceRequest.FromString(await request.read())

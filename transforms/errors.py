@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import orjson
 
+from vandamme.secrets import scrub
+
 # HTTP status -> Anthropic error type (https://docs.anthropic.com/en/api/errors)
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -51,7 +53,8 @@ def invalid_request(message: str) -> GatewayError:
 
 
 def error_body(error_type: str, message: str) -> bytes:
-    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+    """The Anthropic error JSON; known secrets in ``message`` are scrubbed (vandamme.secrets)."""
+    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": scrub(message)}})
 
 
 def error_event(error_type: str, message: str) -> bytes:

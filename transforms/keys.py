@@ -86,6 +86,10 @@ class SelectKey:
 
     async def run(self, ctx) -> None:
         if self.passthrough:
+            if ctx.gateway_key_in_client_key:  # never send the gateway's own key upstream
+                raise GatewayError(401, f"provider '{self.provider_name}' uses the client's own key: send the "
+                                        "gateway key in x-vandamme-key and the provider key in x-api-key",
+                                   "authentication_error")
             key = client_key(ctx.headers)
             if not key:
                 raise GatewayError(401, f"provider '{self.provider_name}' uses the client's API key: "

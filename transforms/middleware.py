@@ -36,6 +36,7 @@ class InjectSystem(Middleware):
             "separator": {"type": "string", "default": "\n\n",
                           "description": "Between the text and a string system prompt."},
         },
+        "examples": [{"text": "Follow the ACME coding policy."}],
     }
 
     def __init__(self, config):
@@ -64,6 +65,7 @@ class DropParams(Middleware):
         "type": "object", "additionalProperties": False, "required": ["fields"],
         "properties": {"fields": {"type": "array", "minItems": 1, "items": _FIELD_NAME,
                                   "description": "Field names to remove."}},
+        "examples": [{"fields": ["top_k"]}],
     }
 
     def __init__(self, config):
@@ -88,6 +90,7 @@ class SetParams(Middleware):
             "override": {"type": "boolean", "default": True,
                          "description": "Replace a value the client sent (false: only set missing fields)."},
         },
+        "examples": [{"values": {"temperature": 0.2}}],
     }
 
     def __init__(self, config):
@@ -112,6 +115,7 @@ class Clamp(Middleware):
             "temperature": _bounds("temperature"),
             "top_p": _bounds("top_p"),
         },
+        "examples": [{"max_tokens": 8000}],
     }
 
     def __init__(self, config):
@@ -147,6 +151,7 @@ class Redact(Middleware):
             "replacement": {"type": "string", "default": "[REDACTED]",
                             "description": "What each match becomes."},
         },
+        "examples": [{"patterns": ["sk-[A-Za-z0-9]{8,}"]}],
     }
 
     def __init__(self, config):

@@ -2,11 +2,15 @@
 `azure_deployment` (Azure OpenAI URL shape) and `estimate_tokens` (local count_tokens)."""
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 import orjson
 
 from vandamme.kernel import BufferedResponse, recording
+from vandamme.secrets import record_error
 
-from .errors import GatewayError
+from .errors import GatewayError, invalid_request
 from .request_stages import full_body
 from .token_estimate import estimate_tokens
 
@@ -40,10 +44,15 @@ class Dispatch:
                 if self.tracer is None or last == 0 or not recording():
                     await pipeline.run(ctx)
                 else:
-                    with self.tracer.start_as_current_span("fallback.attempt") as span:
+                    with self.tracer.start_as_current_span("fallback.attempt", record_exception=False,
+                                                           set_status_on_exception=False) as span:
                         span.set_attributes({"vandamme.target": f"{provider.name}:{model}",
                                              "vandamme.target_index": i})
-                        await pipeline.run(ctx)
+                        try:
+                            await pipeline.run(ctx)
+                        except BaseException as exc:
+                            record_error(span, exc)
+                            raise
                 return
             except GatewayError as exc:
                 if i == last or exc.status in NO_FALLBACK_STATUSES:
@@ -51,9 +60,15 @@ class Dispatch:
                 ctx.fallback_errors.append((provider.name, model, exc.status, exc.error_type))
 
 
+# What an Azure deployment name can be (letters, digits, '-', '_', '.'; not only dots), so that a
+# client's model string can never change the upstream path or query.
+_DEPLOYMENT = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
+
+
 class AzureDeployment:
     """Azure OpenAI: /openai/deployments/{deployment}/chat/completions?api-version=...; the
-    deployment is looked up by model name (the model name itself when not listed)."""
+    deployment is looked up by model name (the model name itself when not listed). A name that
+    cannot be a deployment is a 400; the path segment is escaped all the same."""
 
     name = "azure_deployment"
     __slots__ = ("deployments",)
@@ -63,7 +78,10 @@ class AzureDeployment:
 
     async def run(self, ctx) -> None:
         deployment = self.deployments.get(ctx.model, ctx.model)
-        ctx.upstream_path = f"/openai/deployments/{deployment}/chat/completions"
+        if not _DEPLOYMENT.match(deployment):
+            raise invalid_request(f"model: {deployment[:80]!r} cannot be an Azure deployment name "
+                                  "(letters, digits, '-', '_' and '.', at most 64)")
+        ctx.upstream_path = f"/openai/deployments/{quote(deployment, safe='')}/chat/completions"
 
 
 class EstimateTokens:

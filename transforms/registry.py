@@ -21,16 +21,14 @@ from typing import Any, Callable, Mapping
 from vandamme.kernel import ANTHROPIC, OPENAI, Middleware, StageKind
 
 from . import middleware as builtin_middleware
+from .auth import authenticate_stage
 from .conversion_stages import AnthropicToOpenAI, EncodeUpstream, OpenAIToAnthropic
-from .headers import RenderHeaders
 from .keys import SelectKey
 from .middleware_stages import middleware_stages
 from .passthrough import PassthroughBody
 from .provider_stages import AzureDeployment, Dispatch, EstimateTokens
 from .request_stages import DecodeBody, Parse, Validate
-from .resolve_stage import ResolveTarget
 from .thought_signatures import thought_signature_stages
-from .upstream import Upstream
 
 ENTRY_POINT_GROUP = "vandamme.stages"
 _EMPTY_CONFIG = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -47,8 +45,8 @@ class Built:
 @dataclass(frozen=True)
 class StageSpec:
     """One registered stage. ``factory(config, env)`` returns a :class:`Built` (or one stage,
-    placed on the way in). ``declarable`` stages may be named in ``middleware:`` lists; the
-    others are placed by :data:`PIPELINE_TEMPLATES`."""
+    placed on the way in; or None when the spec turns the stage off). ``declarable`` stages may be
+    named in ``middleware:`` lists; the others are placed by :data:`PIPELINE_TEMPLATES`."""
 
     name: str
     kind: StageKind
@@ -117,6 +115,9 @@ def _core(name, kind, consumes, needs_body, factory, description) -> StageSpec:
 
 BUILTIN: tuple[StageSpec, ...] = (
     # front: every request
+    _core("authenticate", StageKind.CONTROL, ANTHROPIC, False,
+          lambda c, e: authenticate_stage(e.settings.auth_keys),
+          "gateway keys (server.auth.keys): 401 without one; present only when keys are declared"),
     _core("parse", StageKind.REQUEST, ANTHROPIC, False, lambda c, e: Parse(),
           "decode the request head (model, max_tokens, stream, thinking, messages/tools as raw)"),
     _core("validate", StageKind.REQUEST, ANTHROPIC, False, lambda c, e: Validate(),
@@ -180,7 +181,7 @@ COUNT_TEMPLATES: Mapping[str, tuple] = {
     "openai": ("estimate_tokens",),
     "openai/azure": ("estimate_tokens",),
 }
-FRONT_TEMPLATE = ("parse", "validate", "resolve_target", "dispatch")
+FRONT_TEMPLATE = ("authenticate", "parse", "validate", "resolve_target", "dispatch")
 # How a provider's pipeline decodes the client's request: only the fields conversion reads, or all.
 DECODE_MODES: Mapping[str, str] = {"anthropic": "full", "openai": "conversion", "openai/azure": "conversion"}
 

@@ -57,6 +57,22 @@ def _head_error(exc: msgspec.DecodeError) -> str:
     return text
 
 
+# What decoding a client's body can raise, besides a clean JSON error: bytes that are not UTF-8,
+# nesting deeper than the decoder's recursion allows.
+DECODE_ERRORS = (msgspec.DecodeError, orjson.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError)
+
+
+def undecodable(exc: BaseException):
+    """The client error for a body that failed to decode (a 400 saying what is wrong)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return invalid_request(f"request body is not valid UTF-8 (byte {exc.start})")
+    if isinstance(exc, RecursionError):
+        return invalid_request("request body nests too deeply")
+    if isinstance(exc, msgspec.DecodeError):
+        return invalid_request(_head_error(exc))
+    return invalid_request(f"request body is not valid JSON: {exc}")
+
+
 class Parse:
     name = "parse"
     __slots__ = ()
@@ -66,8 +82,8 @@ class Parse:
             raise invalid_request("request body is empty: expected a JSON object")
         try:
             head = _decode_head(ctx.raw_body)
-        except msgspec.DecodeError as exc:
-            raise invalid_request(_head_error(exc)) from None
+        except DECODE_ERRORS as exc:
+            raise undecodable(exc) from None
         ctx.head = head
         ctx.requested_model = head.model
         ctx.stream = head.stream is True
@@ -102,7 +118,10 @@ def full_body(ctx) -> dict:
     (``ctx.client_body``). Shared by every attempt: read it, never change it."""
     body = ctx.client_body
     if body is None:
-        body = ctx.client_body = orjson.loads(ctx.raw_body)
+        try:
+            body = ctx.client_body = orjson.loads(ctx.raw_body)
+        except DECODE_ERRORS as exc:
+            raise undecodable(exc) from None
     return body
 
 
@@ -177,22 +196,28 @@ class DecodeBody:
         return self.mode
 
     async def run(self, ctx) -> None:
+        try:
+            body = self._decode(ctx)
+        except DECODE_ERRORS as exc:
+            raise undecodable(exc) from None
+        if self.mode == "conversion":
+            validate_request(body)
+        ctx.body = body
+
+    def _decode(self, ctx) -> dict:
         if self.mode == "full":
-            ctx.body = orjson.loads(ctx.raw_body)
-            return
+            return orjson.loads(ctx.raw_body)
         shared = ctx.client_body
         if shared is not None:  # already decoded for routing: copy its top level
-            body = {name: shared[name] for name in _FIELDS if name in shared}
-        else:
-            fields = _decode_fields(ctx.raw_body)  # the front already proved it is a JSON object
-            body = {}
-            for name in _FIELDS:
-                value = getattr(fields, name)
-                if value is not UNSET:
-                    body[name] = value
-            for name in ("system", "tools"):
-                raw = body.get(name)
-                if raw is not None:
-                    body[name] = self.parts.decode(raw)
-        validate_request(body)
-        ctx.body = body
+            return {name: shared[name] for name in _FIELDS if name in shared}
+        fields = _decode_fields(ctx.raw_body)  # the front already proved it is a JSON object
+        body = {}
+        for name in _FIELDS:
+            value = getattr(fields, name)
+            if value is not UNSET:
+                body[name] = value
+        for name in ("system", "tools"):
+            raw = body.get(name)
+            if raw is not None:
+                body[name] = self.parts.decode(raw)
+        return body

@@ -17,6 +17,8 @@ import orjson
 
 from vandamme.kernel import BufferedResponse, StreamingResponse
 
+from .sse import SSEDecoder
+
 
 class SignatureCache:
     __slots__ = ("ttl", "max_size", "_items")
@@ -116,27 +118,27 @@ class CaptureThoughtSignatures:
 
     async def _watch(self, chunks):
         ids: dict[int, str] = {}  # tool call index -> id, for signatures that come without the id
-        pending = b""
+        decoder = SSEDecoder()
         async for chunk in chunks:
             # look before passing the chunk on: the consumer may stop at the last one
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"data:") or b'"tool_calls"' not in line:
-                    continue
-                try:
-                    event = orjson.loads(line[5:])
-                except orjson.JSONDecodeError:
-                    continue
-                for choice in event.get("choices") or ():
-                    for call in (choice.get("delta") or {}).get("tool_calls") or ():
-                        index = call.get("index", 0)
-                        if call.get("id"):
-                            ids[index] = call["id"]
-                        sig = _signature(call)
-                        if sig and ids.get(index):
-                            self.cache.put(ids[index], sig)
+            for event in decoder.feed(chunk):
+                if b'"tool_calls"' in event.data:
+                    self._capture_delta(event.data, ids)
             yield chunk
+
+    def _capture_delta(self, data: bytes, ids: dict[int, str]) -> None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        for choice in event.get("choices") or ():
+            for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                index = call.get("index", 0)
+                if call.get("id"):
+                    ids[index] = call["id"]
+                sig = _signature(call)
+                if sig and ids.get(index):
+                    self.cache.put(ids[index], sig)
 
 
 def thought_signature_stages(cache: SignatureCache) -> tuple[RestoreThoughtSignatures, CaptureThoughtSignatures]:

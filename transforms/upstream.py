@@ -42,17 +42,55 @@ def retry_after_seconds(headers) -> float | None:
         return None
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_JSON_TYPES = ("application/json", "application/problem+json")
+
+
+class BadAnswer(GatewayError):
+    """An upstream answer that is not what was asked for: 502, whatever its status said. Not
+    retried on the same provider (it would answer the same); a route's fallback may still help."""
+
+    def __init__(self, message: str):
+        super().__init__(502, f"malformed upstream answer: {message}", "api_error")
+
+
+
+
+async def read_capped(resp, limit: int) -> bytes:
+    """The whole body, or a 502 GatewayError once it passes ``limit`` bytes (the declared
+    Content-Length is checked before anything is read)."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise BadAnswer(f"{declared} bytes is more than server.max_response_bytes ({limit})")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BadAnswer(f"more than server.max_response_bytes ({limit}) bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _looks_like_json_object(body: bytes) -> bool:
+    """A cheap check that a 200 answer is a JSON object, without parsing it."""
+    head = body[:64].lstrip()
+    tail = body[-64:].rstrip()
+    return head[:1] == b"{" and tail[-1:] == b"}"
+
+
 class Upstream:
     name = "upstream"
 
     def __init__(self, provider, ring, max_retries: int, backoff: float, tracer=None,
-                 passthrough_stream: bool = False):
+                 passthrough_stream: bool = False, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
         self.provider = provider
         self.ring = ring
         self.max_retries = max_retries
         self.backoff = backoff
         self.tracer = tracer
         self.passthrough_stream = passthrough_stream
+        self.max_response_bytes = max_response_bytes
 
     @property
     def detail(self) -> str:
@@ -76,7 +114,8 @@ class Upstream:
                 if self.tracer is None or not recording():
                     outcome = await self._attempt(ctx, url)
                 else:
-                    with self.tracer.start_as_current_span("upstream.attempt") as span:
+                    with self.tracer.start_as_current_span("upstream.attempt", record_exception=False,
+                                                           set_status_on_exception=False) as span:
                         outcome = await self._attempt(ctx, url)
                         span.set_attributes({
                             "vandamme.attempt": attempt_no,
@@ -93,7 +132,7 @@ class Upstream:
                     if outcome.status == 429 and order:
                         self.ring.cool_down(order[n], retry_after_seconds(outcome.headers))
                     break  # next key
-                if outcome.status not in RETRY_STATUSES:
+                if outcome.status not in RETRY_STATUSES or isinstance(outcome, BadAnswer):
                     raise outcome
             else:
                 # retries on this key exhausted by a retryable failure: other keys won't help
@@ -110,16 +149,34 @@ class Upstream:
             return timeout_error()
         except aiohttp.ClientError:
             return connection_error(provider.name)
+        try:
+            return await self._answer(ctx, resp)
+        except GatewayError as exc:
+            resp.close()
+            return exc
+        except asyncio.TimeoutError:
+            resp.close()
+            return timeout_error()
+        except aiohttp.ClientError:
+            resp.close()
+            return connection_error(provider.name)
+
+    async def _answer(self, ctx, resp):
+        """The answer's status line and headers decide what it is; a body is only read (capped)
+        when the answer is not a stream."""
         status = resp.status
+        limit = self.max_response_bytes
         if status >= 400:
             try:
-                body = await resp.read()
+                body = await read_capped(resp, limit)
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 body = b""
             resp.release()
             return upstream_error(status, body, resp.headers)
         ctype = resp.headers.get("content-type", "")
-        if ctx.stream and ctype.startswith("text/event-stream"):
+        if ctype.startswith("text/event-stream"):
+            if not ctx.stream:
+                raise BadAnswer("a stream (text/event-stream) for a request that did not ask for one")
             keep = {}
             rid = resp.headers.get("request-id")
             if rid:
@@ -131,27 +188,37 @@ class Upstream:
                 close=lambda: _close(resp),
             )
             return "ok"
-        try:
-            body = await resp.read()
-        except asyncio.TimeoutError:
-            resp.close()
-            return timeout_error()
-        except aiohttp.ClientError:
-            resp.close()
-            return connection_error(provider.name)
-        ctx.response = BufferedResponse(status=status, body=body, content_type=ctype or "application/json")
+        if ctx.stream:
+            raise BadAnswer(f"{ctype or 'no content type'} (HTTP {status}) for a streaming request")
+        if ctype and not ctype.startswith(_JSON_TYPES):
+            raise BadAnswer(f"{ctype} (HTTP {status}) where JSON was expected")
+        body = await read_capped(resp, limit)
+        if status == 200 and not _looks_like_json_object(body):
+            raise BadAnswer("the body is not a JSON object")
+        ctx.response = BufferedResponse(status=status, body=body, content_type=ctype)
         return "ok"
 
     @staticmethod
     async def _passthrough_chunks(resp):
-        """Upstream bytes as they arrive; a failure mid-stream ends with an Anthropic error event."""
+        """Upstream bytes as they arrive; a failure mid-stream ends with an Anthropic error event,
+        unless the answer was already complete (``message_stop`` seen): then nothing more is sent."""
+        stopped = False
+        tail = b""
         try:
             async for chunk in resp.content.iter_any():
                 yield chunk
+                if not stopped:
+                    stopped = _MESSAGE_STOP in tail + chunk
+                    tail = chunk[-len(_MESSAGE_STOP):]
         except asyncio.TimeoutError:
-            yield error_event("timeout_error", "upstream stopped sending (read timeout)")
+            if not stopped:
+                yield error_event("timeout_error", "upstream stopped sending (read timeout)")
         except aiohttp.ClientError as exc:
-            yield error_event("api_error", f"upstream connection failed mid-stream: {type(exc).__name__}")
+            if not stopped:
+                yield error_event("api_error", f"upstream connection failed mid-stream: {type(exc).__name__}")
+
+
+_MESSAGE_STOP = b"event: message_stop"
 
 
 def _close(resp) -> None:
