@@ -79,17 +79,21 @@ class ConnectionLimits:
 class Drain:
     """Shutdown drain: requests in flight may go on for ``timeout`` seconds after shutdown begins
     (``begin``); then every ``window`` still open is cancelled and marked ``cut``, and its caller
-    answers "server shutting down"."""
+    answers "server shutting down". Until shutdown a window costs a set insertion, no timer."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.deadline: float | None = None  # event-loop time, once shutdown has begun
-        self.open: set[asyncio.Timeout] = set()
+        self.open: set[DrainWindow] = set()
 
     def begin(self) -> None:
-        self.deadline = asyncio.get_running_loop().time() + self.timeout
-        for timeout in self.open:
-            timeout.reschedule(self.deadline)
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + self.timeout
+        loop.call_at(self.deadline, self._cut_open)
+
+    def _cut_open(self) -> None:
+        for window in list(self.open):
+            window.cut_now()
 
     def window(self) -> "DrainWindow":
         return DrainWindow(self)
@@ -97,27 +101,32 @@ class Drain:
 
 class DrainWindow:
     """``async with drain.window() as w:`` runs its block until the drain deadline, if there is one
-    by then; ``w.cut`` tells whether the deadline stopped it (the TimeoutError is swallowed)."""
+    by then; ``w.cut`` tells whether the deadline stopped it (the cancellation is swallowed, as
+    ``asyncio.timeout`` does)."""
 
-    __slots__ = ("drain", "timeout", "cut")
+    __slots__ = ("drain", "task", "cut")
 
     def __init__(self, drain: Drain):
         self.drain = drain
-        self.timeout: asyncio.Timeout | None = None
+        self.task: asyncio.Task | None = None
         self.cut = False
 
+    def cut_now(self) -> None:
+        if not self.cut and self.task is not None:
+            self.cut = True
+            self.task.cancel()
+
     async def __aenter__(self) -> "DrainWindow":
-        self.timeout = asyncio.timeout_at(self.drain.deadline)
-        await self.timeout.__aenter__()
-        self.drain.open.add(self.timeout)
+        self.task = asyncio.current_task()
+        self.drain.open.add(self)
+        deadline = self.drain.deadline
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            self.cut_now()  # opened after the deadline: stopped at its first await
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
-        self.drain.open.discard(self.timeout)
-        try:
-            await self.timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            self.cut = True
+        self.drain.open.discard(self)
+        if self.cut and exc_type is asyncio.CancelledError and self.task.uncancel() == 0:
             return True
         return False
 
@@ -318,28 +327,31 @@ def create_app(gateway: Gateway, name: str | None = None, reloader=None) -> Sani
             "providers": [p.summary() for p in gw.providers.values()],
         }), content_type=_JSON)
 
-    async def authorized(request: Request, gen: Generation) -> HTTPResponse | None:
+    async def authorized(request: Request, gen: Generation) -> tuple[HTTPResponse | None, object]:
         """The gateway-key check of the front pipeline, for the endpoints that have no pipeline:
-        None when the request may go on, else the 401."""
+        (None, the headers an upstream call may use) when the request may go on, else (the 401,
+        None). A gateway key presented as the client's key is not a provider key: it is kept
+        from any upstream call (a !PASSTHRU provider's model list)."""
         if gen.authenticate is None:
-            return None
+            return None, request.headers
+        ctx = Context(next(ids), b"", request.headers)
         try:
-            await gen.authenticate.run(Context(next(ids), b"", request.headers))
+            await gen.authenticate.run(ctx)
         except GatewayError as exc:
-            return error_response(exc)
-        return None
+            return error_response(exc), None
+        return None, ({} if ctx.gateway_key_in_client_key else request.headers)
 
     @app.get("/v1/models")
     async def models(request: Request):
         gen = live.current
-        return await authorized(request, gen) or raw(await gen.catalog.listing(request.headers),
-                                                     content_type=_JSON)
+        refused, headers = await authorized(request, gen)
+        return refused or raw(await gen.catalog.listing(headers), content_type=_JSON)
 
     @app.get("/v1/aliases")
     async def aliases(request: Request):
         gen = live.current
-        return await authorized(request, gen) or raw(
-            orjson.dumps({"data": gen.gateway.alias_index.entries()}), content_type=_JSON)
+        refused, _ = await authorized(request, gen)
+        return refused or raw(orjson.dumps({"data": gen.gateway.alias_index.entries()}), content_type=_JSON)
 
     @app.exception(Exception)
     async def on_error(request: Request, exc: Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
+from aiohttp import web
 from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from engine.config_show import render_config
 from engine.loader import load_spec
 from fakes.anthropic_upstream import FakeAnthropic
+from fakes.loopback import LoopbackServer
 from fakes.openai_upstream import FakeOpenAI
 from harness import LiveGateway
 
@@ -124,3 +126,31 @@ def test_models_and_aliases_need_the_key_health_does_not(live):
         assert httpx.get(live.base_url + path, timeout=15).status_code == 401
         assert httpx.get(live.base_url + path, headers={"x-api-key": CI}, timeout=15).status_code == 200
     assert httpx.get(live.base_url + "/health", timeout=15).status_code == 200
+
+
+class ModelsUpstream(LoopbackServer):
+    """An Anthropic-format upstream that lists models and records the keys it was asked with."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys: list[str | None] = []
+
+    def routes(self, app):
+        app.router.add_get("/v1/models", self._models)
+
+    async def _models(self, request):
+        self.keys.append(request.headers.get("x-api-key"))
+        return web.json_response({"data": [{"id": "claude-x", "type": "model"}], "has_more": False})
+
+
+def test_models_listing_never_sends_the_gateway_key_upstream(tmp_path):
+    """/v1/models asks a !PASSTHRU provider for its models with the client's key: never with a
+    gateway key that came in as the client's key."""
+    up = ModelsUpstream()
+    with LiveGateway(spec(True), {"oa": FakeOpenAI(), "an": up}, tmp_path) as gw:
+        r = httpx.get(gw.base_url + "/v1/models", headers={"x-api-key": CI}, timeout=15)
+        assert r.status_code == 200
+        r = httpx.get(gw.base_url + "/v1/models", timeout=15,
+                      headers={"x-vandamme-key": CI, "x-api-key": PROVIDER_KEY})
+        assert r.status_code == 200 and "claude-x" in r.text
+    assert CI not in up.keys and up.keys[-1] == PROVIDER_KEY  # never the gateway key; the client's own when given

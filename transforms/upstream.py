@@ -60,8 +60,10 @@ async def read_capped(resp, limit: int) -> bytes:
     """The whole body, or a 502 GatewayError once it passes ``limit`` bytes (the declared
     Content-Length is checked before anything is read)."""
     declared = resp.content_length
-    if declared is not None and declared > limit:
-        raise BadAnswer(f"{declared} bytes is more than server.max_response_bytes ({limit})")
+    if declared is not None:
+        if declared > limit:
+            raise BadAnswer(f"{declared} bytes is more than server.max_response_bytes ({limit})")
+        return await resp.read()  # aiohttp reads exactly the declared length
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
@@ -198,27 +200,65 @@ class Upstream:
         ctx.response = BufferedResponse(status=status, body=body, content_type=ctype)
         return "ok"
 
-    @staticmethod
-    async def _passthrough_chunks(resp):
-        """Upstream bytes as they arrive; a failure mid-stream ends with an Anthropic error event,
-        unless the answer was already complete (``message_stop`` seen): then nothing more is sent."""
-        stopped = False
-        tail = b""
+    async def _passthrough_chunks(self, resp):
+        """Upstream bytes as they arrive, in whole SSE events: the start of an event waits for
+        its end (up to max_response_bytes), so an error event never lands inside one. An
+        Anthropic stream ends with ``message_stop`` (or an ``error`` event of the upstream's
+        own); until one has passed, a failure, or the end of the body (a truncated answer must
+        not look complete), ends the stream with an Anthropic error event. After it, bytes pass
+        as they come and nothing more is sent."""
+        ended = False
+        held = bytearray()  # the start of an event whose end has not arrived
+        limit = self.max_response_bytes
         try:
             async for chunk in resp.content.iter_any():
-                yield chunk
-                if not stopped:
-                    stopped = _MESSAGE_STOP in tail + chunk
-                    tail = chunk[-len(_MESSAGE_STOP):]
+                if ended:
+                    yield chunk
+                    continue
+                if held:  # only the new bytes are searched: a long event costs linear time
+                    searched = max(0, len(held) - 2)
+                    held += chunk
+                    cut = _whole_events_end(held, searched)
+                    chunk = bytes(held[:cut])
+                    del held[:cut]
+                elif not chunk.endswith(_EVENT_ENDS):  # (the usual read is whole events)
+                    cut = _whole_events_end(chunk)
+                    held += chunk[cut:]
+                    chunk = chunk[:cut]
+                if len(held) > limit:
+                    yield error_event("api_error", "malformed upstream answer: an SSE event of more than "
+                                                   f"server.max_response_bytes ({limit}) bytes")
+                    return
+                if chunk:
+                    yield chunk
+                    ended = _ends_stream(chunk)
         except asyncio.TimeoutError:
-            if not stopped:
+            if not ended:
                 yield error_event("timeout_error", "upstream stopped sending (read timeout)")
         except aiohttp.ClientError as exc:
-            if not stopped:
+            if not ended:
                 yield error_event("api_error", f"upstream connection failed mid-stream: {type(exc).__name__}")
+        else:
+            if held and _ends_stream(held):  # the last event, without its blank line
+                yield bytes(held)
+            elif not ended:
+                yield error_event("api_error", "upstream stream ended before message_stop")
 
 
-_MESSAGE_STOP = b"event: message_stop"
+_EVENT_ENDS = (b"\n\n", b"\n\r\n")  # the blank line after an SSE event (LF or CRLF lines)
+_ENDING_EVENTS = (b"event: message_stop", b"event:message_stop", b"event: error", b"event:error")
+_ENDING_LINES = tuple(b"\n" + name for name in _ENDING_EVENTS)
+
+
+def _whole_events_end(data, start: int = 0) -> int:
+    """Where the last whole SSE event in ``data`` ends, looking from ``start`` (0: none does)."""
+    lf, crlf = data.rfind(b"\n\n", start), data.rfind(b"\n\r\n", start)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+
+
+def _ends_stream(events: bytes) -> bool:
+    """Whether whole SSE ``events`` hold one that ends an Anthropic stream (message_stop, error)."""
+    return events.startswith(_ENDING_EVENTS) or any(line in events for line in _ENDING_LINES)
 
 
 def _close(resp) -> None:
