@@ -3,16 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, run_cli
+
 VANDAMME = [sys.executable, "-m", "engine.cli"]
 
 
-def run(*args, env=None, cwd=ROOT):
-    e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    e.update(env or {})
-    return subprocess.run([*VANDAMME, *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=60)
+run = run_cli
 
 
 def test_validate_default_specs():

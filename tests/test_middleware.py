@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,9 +12,8 @@ import pytest
 
 from fakes.anthropic_upstream import AnthropicReply, FakeAnthropic
 from fakes.openai_upstream import DEFAULT_TEXT, FakeOpenAI, Reply
-from harness import LiveGateway
+from harness import LiveGateway, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 USER = [{"role": "user", "content": "hi"}]
 
@@ -26,11 +22,8 @@ def client(gw):
     return anthropic.Anthropic(base_url=gw.base_url, api_key="client-key", max_retries=0, timeout=15)
 
 
-def cli(*args, cwd=ROOT):
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)])
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=60)
+def cli(*args):
+    return run_cli(*args, pythonpath=[TESTS])  # stage_samples is importable by `use:`
 
 
 def two_providers(middleware: str = "", openai_extra: str = "", anthropic_extra: str = "",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ import pytest
 
 import transforms.registry as registry_module
 from fakes.openai_upstream import FakeOpenAI, Reply
-from harness import LiveGateway
+from harness import ROOT, LiveGateway, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "word-limit"
 USER = [{"role": "user", "content": "hi"}]
 
@@ -88,10 +86,7 @@ def test_plugin_by_import_path_changes_the_request(tmp_path, installed, monkeypa
 
 
 def _cli(*args, pythonpath: Path):
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), str(ROOT)])
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60)
+    return run_cli(*args, pythonpath=[pythonpath])
 
 
 def test_validate_and_graph_load_the_installed_plugin(tmp_path, installed):

@@ -3,12 +3,8 @@ own channel; exit 0 unless --deny-warnings."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import run_cli
 
 SPEC = """\
 version: 1
@@ -38,11 +34,7 @@ routes:
 """
 
 
-def run(*args, env=None):
-    e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
-                          env=e, cwd=ROOT, timeout=60)
+run = run_cli
 
 
 def col(text: str, line_no: int, needle: str) -> int:
