@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SPECS  ?= specs/
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test validate install clean claude-code bench schema
+.PHONY: run test validate install clean claude-code bench schema soak fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ claude-code:
 test: $(STAMP) claude-code
 	$(BIN)/python -m pytest -q
 
+# Fuzzing (tests/test_fuzz.py, docs/reliability.md): generated requests through one live gateway;
+# `make test` runs 1,000 of them, this 50,000 (FUZZ_EXAMPLES=n for another count).
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	VDM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info
 
@@ -64,3 +70,10 @@ bench: $(STAMP)
 	  bench/.work/venv-litellm/bin/pip install -q 'litellm[proxy]' >bench/.work/venv-litellm.log 2>&1; } || \
 	  echo "bench: LiteLLM install failed (see bench/.work/venv-litellm.log)"; fi
 	$(BIN)/python bench/run.py
+
+# Soak (docs/reliability.md, "Soak"): a real `vandamme run` in front of a fault-injecting upstream,
+# SOAK_SECONDS (600) of steady mixed traffic; exit status 1 when a goal is missed. bench/soak.py
+# lists the other knobs.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python bench/soak.py

@@ -4,32 +4,12 @@ import asyncio
 import threading
 
 import anthropic
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from engine.compiler import settings_from
 from engine.telemetry import tracer_provider_for
 from fakes.anthropic_upstream import FakeAnthropic
-from fakes.loopback import LoopbackServer
+from fakes.otlp_sink import OTLPSink
 from harness import LiveGateway
-
-
-class OTLPSink(LoopbackServer):
-    def __init__(self):
-        super().__init__()
-        self.spans = []
-
-    def routes(self, app):
-        app.router.add_post("/v1/traces", self._traces)
-
-    async def _traces(self, request):
-        req = ExportTraceServiceRequest.FromString(await request.read())
-        for rs in req.resource_spans:
-            service = {a.key: a.value.string_value for a in rs.resource.attributes}.get("service.name")
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    self.spans.append((service, span.name, {a.key: a.value for a in span.attributes}))
-        return web.Response(body=b"", content_type="application/x-protobuf")
 
 
 def test_spans_are_exported_over_otlp_http(tmp_path):

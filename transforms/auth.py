@@ -35,23 +35,30 @@ class Authenticate:
     def detail(self) -> str:
         return f"{len(self.keys)} gateway key{'s' if len(self.keys) != 1 else ''}"
 
+    def _match(self, presented: str) -> str | None:
+        """The name of the key ``presented`` is; every key compared (constant time)."""
+        given = presented.encode()
+        found = None
+        for name, key in self.keys:
+            if hmac.compare_digest(given, key) and found is None:
+                found = name
+        return found
+
     async def run(self, ctx) -> None:
         headers = ctx.headers
         presented = headers.get(GATEWAY_KEY_HEADER)
-        ctx.gateway_key_in_client_key = presented is None
+        client = client_key(headers)
         if presented is None:
-            presented = client_key(headers)
+            presented = client
         if not presented:
             raise _unauthorized(f"this gateway needs a key: send it in {GATEWAY_KEY_HEADER}, "
                                 "x-api-key or Authorization: Bearer")
-        given = presented.encode()
-        found = None
-        for name, key in self.keys:  # every key compared: constant time, whichever matches
-            if hmac.compare_digest(given, key) and found is None:
-                found = name
+        found = self._match(presented)
         if found is None:
             raise _unauthorized("invalid gateway key")
         ctx.client_name = found
+        # a gateway key among the client's own key headers is never a provider key (!PASSTHRU)
+        ctx.gateway_key_in_client_key = bool(client) and (client is presented or self._match(client) is not None)
 
 
 def authenticate_stage(keys) -> Authenticate | None:

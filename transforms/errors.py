@@ -54,7 +54,12 @@ def invalid_request(message: str) -> GatewayError:
 
 def error_body(error_type: str, message: str) -> bytes:
     """The Anthropic error JSON; known secrets in ``message`` are scrubbed (vandamme.secrets)."""
-    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": scrub(message)}})
+    message = scrub(message)
+    try:
+        return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+    except orjson.JSONEncodeError:  # text that is not valid Unicode (a client's undecodable bytes)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
 
 
 def error_event(error_type: str, message: str) -> bytes:

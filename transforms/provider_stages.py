@@ -54,6 +54,11 @@ class Dispatch:
                             record_error(span, exc)
                             raise
                 return
+            except orjson.JSONEncodeError:
+                # orjson encodes at most 255 levels of nesting; it decodes up to 1,024
+                raise (invalid_request("request body nests too deeply to forward (more than 255 levels)")
+                       if ctx.response is None else
+                       GatewayError(502, "malformed upstream answer: nests too deeply to convert", "api_error")) from None
             except GatewayError as exc:
                 if i == last or exc.status in NO_FALLBACK_STATUSES:
                     raise

@@ -82,7 +82,7 @@ class Context:
     requested_model: str = ""  # the model string the client sent
     stream: bool = False
     client_name: str | None = None  # the name of the gateway key the client presented (auth on)
-    gateway_key_in_client_key: bool = False  # that key came as x-api-key / Authorization
+    gateway_key_in_client_key: bool = False  # x-api-key / Authorization hold a gateway key
     route: Any = None  # the matched route (transforms.routing.Route) or None
     resolution: list = field(default_factory=list)  # how the model was resolved (for logs/explain)
     targets: list = field(default_factory=list)  # [(provider, model), ...] primary then fallbacks
