@@ -263,8 +263,7 @@ def test_generated_requests_keep_the_invariants(live, chunk, examples, capsys):
         print(f"\nfuzz run {chunk}: {cases} cases in {elapsed:.1f} s; status counts {dict(sorted(statuses.items()))}")
 
 
-# Bugs this suite found (docs/reliability.md, "Fuzzing"), each minimal input kept as a regression test;
-# the generated cases leave these inputs out so that they keep finding others.
+# Bugs this suite found (docs/reliability.md, "Fuzzing"), each minimal input kept as a regression test.
 
 def test_a_method_that_is_not_utf8_gets_a_4xx(live):
     check_case(live, HttpCase(b"\x80", b"/v1/messages", (), b""))
@@ -275,7 +274,7 @@ def nested_list(depth: int) -> bytes:
 
 
 ONE_MESSAGE = b'"max_tokens":5,"messages":[{"role":"user","content":"a"}]'
-TOO_DEEP_TO_ENCODE = {  # the smallest depth that fails at each place that re-encodes the request
+TOO_DEEP_TO_ENCODE = {  # the smallest depth that failed (a 500) at each place that re-encodes the request
     "tool_use input, OpenAI format": b'{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"a"},'
     b'{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"n","input":' + nested_list(255)
     + b'}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}',
