@@ -10,7 +10,6 @@ problem is a SpecError at the item's ``file:line:col`` with its key path.
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -20,7 +19,7 @@ from transforms.registry import Registry, StageLoadError, StageSpec, default_reg
 from vandamme.kernel import ANTHROPIC, OPENAI
 from vandamme.sources import Path, Source, SourceMap, SpecError
 
-from .validation import schema_errors  # the spec's own error wording, for stage configs too
+from .validation import did_you_mean, schema_errors  # the spec's own error wording, for stage configs too
 
 GLOBAL = "global"
 
@@ -66,11 +65,6 @@ def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
         if key in out:
             out[key] = apply_defaults(sub, out[key])
     return out
-
-
-def _hint(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _lists(data: Mapping[str, Any]) -> Iterator[tuple[str, Path, Any, str | None]]:
@@ -122,7 +116,7 @@ def _item(item: Any, path: Path, registry: Registry, errors: list[SpecError],
             errors.append(SpecError(registry.broken[name], sources.nearest(cpath), cpath))
         else:
             known = registry.declarable()
-            errors.append(SpecError(f"unknown middleware '{name}'{_hint(name, known)} "
+            errors.append(SpecError(f"unknown middleware '{name}'{did_you_mean(name, known)} "
                                     f"(known: {', '.join(sorted(known))}; or use: 'package.module:Class')",
                                     sources.nearest(cpath), cpath))
         return None

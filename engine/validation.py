@@ -82,7 +82,8 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _hint(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest of ``choices``, or "" when none is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.7)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -104,7 +105,7 @@ def schema_errors(error: ValidationError, sources: SourceMap, prefix: Path = ())
             if key in allowed:
                 continue
             sub = path + (key,)
-            out.append(SpecError(f"unknown key '{key}'{_hint(key, allowed)}", sources.nearest(sub), sub))
+            out.append(SpecError(f"unknown key '{key}'{did_you_mean(key, allowed)}", sources.nearest(sub), sub))
         return out
     if "propertyNames" in error.relative_schema_path and isinstance(value, str):
         sub = path + (value,)
@@ -123,7 +124,7 @@ def schema_errors(error: ValidationError, sources: SourceMap, prefix: Path = ())
     if kind == "enum":
         choices = [str(c) for c in error.validator_value]
         return [SpecError(f"{_show(value, path)} is not one of {', '.join(choices)}"
-                          f"{_hint(value, choices)}", here, path)]
+                          f"{did_you_mean(value, choices)}", here, path)]
     if kind == "const":
         return [SpecError(f"must be {error.validator_value!r}, got {_show(value, path)}", here, path)]
     if kind == "pattern":
@@ -157,7 +158,7 @@ def split_target(target: str, providers: Iterable[str] | None = None) -> tuple[s
 
 def _unknown_provider(name: str, providers: list[str], what: str, src: Source, path: Path) -> SpecError:
     known = ", ".join(sorted(providers)) or "(none)"
-    return SpecError(f"{what} names unknown provider '{name}'{_hint(name, providers)} "
+    return SpecError(f"{what} names unknown provider '{name}'{did_you_mean(name, providers)} "
                      f"(known providers: {known})", src, path)
 
 
