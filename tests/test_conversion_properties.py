@@ -96,7 +96,7 @@ def scenario(draw):
                        "model": "m", "choices": [], "usage": usage_obj})
     sep = b"\r\n\r\n" if crlf else b"\n\n"
     raw = b"".join(b"data: " + orjson.dumps(c) + sep for c in chunks)
-    if done:
+    if done or finish is None:  # without finish_reason only [DONE] says the answer is whole
         raw += b"data: [DONE]" + sep
 
     # the equivalent non-streamed answer

@@ -228,28 +228,43 @@ def test_end_without_done_or_finish_reason():
     raw = raw[:raw.rindex(b"data: ")]  # also cut the usage chunk
     raw = raw[:raw.rindex(b"data: ")]  # and the finish chunk
     out = run(raw, 11)
-    check_grammar(parse_sse(out))
-    msg = assemble(out)
-    assert msg["content"] == [{"type": "text", "text": "partial"}]
-    assert msg["stop_reason"] == "end_turn"
+    events = parse_sse(out)
+    # The body ended before the answer did (a cut the upstream's server closed cleanly): the text
+    # that came is passed on, then an error event says the answer is incomplete, never end_turn.
+    assert check_grammar(events)[-1] == "error"
+    assert "".join(d["delta"]["text"] for _, d in events if d["type"] == "content_block_delta") == "partial"
+    assert events[-1][1]["error"]["type"] == "api_error"
+    assert "ended before the answer was complete" in events[-1][1]["error"]["message"]
 
 
-def test_end_with_open_tool_call_is_tool_use():
+def test_finish_reason_without_done_is_complete():
+    raw = stream_bytes(Reply(text="whole"), done=False)  # finish chunk and usage, no [DONE]
+    msg = assemble(run(raw, 7))
+    assert msg["content"] == [{"type": "text", "text": "whole"}] and msg["stop_reason"] == "end_turn"
+
+
+def test_done_with_open_tool_call_is_tool_use():
     chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}]
-    out = run(b"".join(encode_stream(chunks, done=False)))
+    out = run(b"".join(encode_stream(chunks, done=True)))  # [DONE], but no finish_reason
     check_grammar(parse_sse(out))
     assert assemble(out)["stop_reason"] == "tool_use"
 
 
-def test_empty_stream_still_valid():
-    out = run(b"")
+def test_empty_stream_is_an_error():
+    assert parse_sse(run(b"")) == [("error", {"type": "error", "error": {
+        "type": "api_error",
+        "message": "upstream stream ended before the answer was complete (no finish_reason and no [DONE])"}})]
+
+
+def test_done_alone_is_a_valid_empty_answer():
+    out = run(b"data: [DONE]\n\n")
     check_grammar(parse_sse(out))
     assert assemble(out)["content"] == [{"type": "text", "text": ""}]
 
 
 def test_last_event_without_trailing_newline():
-    raw = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}'
+    raw = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}'
     msg = assemble(run(raw))
     assert msg["content"] == [{"type": "text", "text": "hi"}]
 
@@ -258,7 +273,6 @@ def test_sse_noise_is_ignored():
     raw = (b": keep-alive\n\nevent: message\nid: 1\nretry: 10\n"
            b'data:{"choices":[{"index":0,"delta":{"content":"a"}}]}\r\n\r\n'
            b'data: {"choices":[{"index":1,"delta":{"content":"other choice"}}]}\n\n'
-           b"data: not json\n\n"
            b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}\n\n'
            b"data: [DONE]\n\n"
            b'data: {"choices":[{"index":0,"delta":{"content":"after done"}}]}\n\n')
@@ -267,8 +281,28 @@ def test_sse_noise_is_ignored():
         assert msg["content"] == [{"type": "text", "text": "ab"}]
 
 
+def test_data_that_is_not_json_ends_the_stream_with_an_error():
+    raw = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+           b"data: not json\n\n"
+           b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}\n\n'
+           b"data: [DONE]\n\n")
+    for size in (1, 5, 1000):
+        events = parse_sse(run(raw, size))
+        assert check_grammar(events)[-1] == "error"
+        assert events[-1][1]["error"]["message"] == \
+            "malformed upstream answer: stream event data is not JSON (8 bytes)"
+        assert [d["delta"]["text"] for _, d in events if d["type"] == "content_block_delta"] == ["a"]
+
+
+def test_empty_data_lines_are_skipped():
+    raw = (b"data:\n\n"
+           b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+           b"data: [DONE]\n\n")
+    assert assemble(run(raw))["content"] == [{"type": "text", "text": "a"}]
+
+
 def test_multiline_data_event():
-    raw = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"x"}}]}\n\n'
+    raw = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
     assert assemble(run(raw))["content"] == [{"type": "text", "text": "x"}]
 
 
@@ -309,7 +343,8 @@ def test_error_frame_and_ping():
 
 def test_message_id_and_model():
     sc = StreamConverter("claude-x", message_id="msg_fixed")
-    out = sc.feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n') + sc.finish()
+    out = sc.feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n') \
+        + sc.finish()
     assert assemble(out)["id"] == "msg_fixed" and assemble(out)["model"] == "claude-x"
 
 

@@ -93,7 +93,7 @@ def ask(gw, model, stream=False):
 @pytest.mark.parametrize("model,stream,needle", [
     ("an:html", False, "text/html"),
     ("oa:html", False, "text/html"),
-    ("an:broken-json", False, "not a JSON object"),
+    ("an:broken-json", False, "the body is not JSON"),
     ("an:json-for-stream", True, "for a streaming request"),
     ("oa:json-for-stream", True, "for a streaming request"),
     ("an:sse-for-buffered", False, "did not ask for one"),

@@ -158,7 +158,8 @@ def test_stream_malformed_event_ends_with_error(bad, what, first):
 
 
 @pytest.mark.parametrize("name", [None, ""])
-@pytest.mark.parametrize("end", [b"", b"data: [DONE]\n\n"])
+@pytest.mark.parametrize("end", [b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}\n\n',
+                                 b"data: [DONE]\n\n"])
 def test_stream_tool_call_whose_name_never_arrives(name, end):
     """The name may come in a later fragment, so it is missing only when the call's block must
     open: at finish_reason or at the end of the stream."""

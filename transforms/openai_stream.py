@@ -154,7 +154,16 @@ class StreamConverter:
         if self._done:
             return b""
         out: list[bytes] = []
-        self._events(self._sse.flush() + [_END], out)
+        self._events(self._sse.flush(), out)
+        if not self._done:
+            if self._finish is None:
+                # No finish_reason and no [DONE]: the body ended before the answer did (a proxy
+                # or server cut it cleanly). Passing that off as end_turn would hand the client
+                # a truncated answer as a complete one.
+                out.append(self.error_frame("api_error", "upstream stream ended before the answer "
+                                            "was complete (no finish_reason and no [DONE])"))
+            else:  # finish_reason seen, [DONE] missing: the answer is whole
+                self._events([_END], out)
         return b"".join(out)
 
     def error_frame(self, error_type: str, message: str) -> bytes:
@@ -270,8 +279,9 @@ class StreamConverter:
         newline are read one by one; anything else is skipped."""
         if b"\n" in payload:
             self._events([SSEEvent(None, line) for line in payload.split(b"\n")], out)
-        else:
-            log.warning("stream: skipped an unparsable upstream event ({} bytes)", len(payload))
+        elif payload.strip():
+            # Skipping it would silently drop whatever text it carried from a 200 answer.
+            raise malformed(f"stream event data is not JSON ({len(payload)} bytes)")
 
     # ---------------------------------------------------------------- blocks
 

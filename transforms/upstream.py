@@ -18,6 +18,7 @@ import aiohttp
 
 from vandamme.kernel import BufferedResponse, StreamingResponse, recording
 
+from .anthropic_answer import AnswerFacts, check_count, check_events, check_message
 from .errors import GatewayError, error_event
 from .headers import set_auth
 from .upstream_errors import connection_error, timeout_error, upstream_error
@@ -185,7 +186,8 @@ class Upstream:
                 keep["upstream-request-id"] = rid
             ctx.response = StreamingResponse(
                 status=status,
-                chunks=self._passthrough_chunks(resp) if self.passthrough_stream else resp.content.iter_any(),
+                chunks=self._passthrough_chunks(resp, self._facts(ctx)) if self.passthrough_stream
+                else resp.content.iter_any(),
                 headers=keep,
                 close=lambda: _close(resp),
             )
@@ -195,18 +197,32 @@ class Upstream:
         if ctype and not ctype.startswith(_JSON_TYPES):
             raise BadAnswer(f"{ctype} (HTTP {status}) where JSON was expected")
         body = await read_capped(resp, limit)
-        if status == 200 and not _looks_like_json_object(body):
-            raise BadAnswer("the body is not a JSON object")
+        if status == 200:
+            if self.passthrough_stream:  # an Anthropic answer, forwarded as it came: check it
+                check = check_count if ctx.endpoint == "count_tokens" else check_message
+                wrong = check(body, self._facts(ctx))
+                if wrong:
+                    raise BadAnswer(wrong)
+            elif not _looks_like_json_object(body):  # the conversion parses and checks it
+                raise BadAnswer("the body is not a JSON object")
         ctx.response = BufferedResponse(status=status, body=body, content_type=ctype)
         return "ok"
 
-    async def _passthrough_chunks(self, resp):
+    @staticmethod
+    def _facts(ctx) -> AnswerFacts:
+        """What the answer checks note of this request's answer (usage, stop reason), in the
+        Context for telemetry."""
+        facts = ctx.answer_facts = AnswerFacts()
+        return facts
+
+    async def _passthrough_chunks(self, resp, facts: AnswerFacts | None = None):
         """Upstream bytes as they arrive, in whole SSE events: the start of an event waits for
         its end (up to max_response_bytes), so an error event never lands inside one. An
         Anthropic stream ends with ``message_stop`` (or an ``error`` event of the upstream's
         own); until one has passed, a failure, or the end of the body (a truncated answer must
-        not look complete), ends the stream with an Anthropic error event. After it, bytes pass
-        as they come and nothing more is sent."""
+        not look complete), ends the stream with an Anthropic error event, and so does an event
+        whose data is not Anthropic-shaped JSON (anthropic_answer.check_events). After it, bytes
+        pass as they come and nothing more is sent."""
         ended = False
         held = bytearray()  # the start of an event whose end has not arrived
         limit = self.max_response_bytes
@@ -230,6 +246,10 @@ class Upstream:
                                                    f"server.max_response_bytes ({limit}) bytes")
                     return
                 if chunk:
+                    wrong = check_events(chunk, facts)
+                    if wrong:
+                        yield error_event("api_error", f"malformed upstream answer: {wrong}")
+                        return
                     yield chunk
                     ended = _ends_stream(chunk)
         except asyncio.TimeoutError:
@@ -240,7 +260,8 @@ class Upstream:
                 yield error_event("api_error", f"upstream connection failed mid-stream: {type(exc).__name__}")
         else:
             if held and _ends_stream(held):  # the last event, without its blank line
-                yield bytes(held)
+                wrong = check_events(bytes(held), facts)
+                yield error_event("api_error", f"malformed upstream answer: {wrong}") if wrong else bytes(held)
             elif not ended:
                 yield error_event("api_error", "upstream stream ended before message_stop")
 

@@ -102,6 +102,7 @@ class Context:
     upstream_attempts: int = 0  # HTTP exchanges made for this attempt (retries and key failover)
     stop_sequences: list | None = None  # the client's stop_sequences (stop_reason needs them)
     response: Response | None = None
+    answer_facts: Any = None  # what the passthrough's answer checks noted (usage, stop reason)
     slots: dict = field(default_factory=dict)  # stage -> its private per-attempt data
 
     def start_attempt(self, index: int, provider: Any, model: str) -> None:
@@ -119,6 +120,7 @@ class Context:
         self.upstream_attempts = 0
         self.stop_sequences = None
         self.response = None
+        self.answer_facts = None
         self.slots = {}
 
     def slot(self, owner: Any) -> dict:

@@ -1,0 +1,135 @@
+"""Checks of an Anthropic-format provider's answer on the passthrough path.
+
+The passthrough forwards the upstream's bytes unchanged; these checks only read them, so that an
+answer that is not an Anthropic answer (broken JSON, JSON of the wrong shape) becomes a 502 or an
+``error`` event instead of reaching the client as a success. They parse with orjson, which reads
+a few KB in microseconds, and look at the fields a client needs to be there. While reading they
+note what the telemetry wants (token usage, stop reason, model) at no extra cost.
+"""
+from __future__ import annotations
+
+import orjson
+
+from .response_rules import json_type
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+# The field an event of each type must carry as an object (Anthropic's stream grammar).
+_EVENT_OBJECTS = {
+    b"message_start": "message",
+    b"content_block_start": "content_block",
+    b"content_block_delta": "delta",
+    b"message_delta": "delta",
+}
+_EVENT_TYPES = {name.decode(): field for name, field in _EVENT_OBJECTS.items()}
+
+
+class AnswerFacts:
+    """What the checks noted of an answer: usage, stop reason, model (None when not seen)."""
+
+    __slots__ = ("input_tokens", "output_tokens", "stop_reason", "model")
+
+    def __init__(self):
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
+        self.model: str | None = None
+
+    def note_usage(self, usage) -> None:
+        if type(usage) is dict:
+            n = usage.get("input_tokens")
+            if type(n) is int:
+                self.input_tokens = n
+            n = usage.get("output_tokens")
+            if type(n) is int:
+                self.output_tokens = n
+
+
+def check_message(body: bytes, facts: AnswerFacts | None = None) -> str | None:
+    """None when ``body`` is an Anthropic message (a JSON object of type ``message`` with a
+    ``content`` list of objects), else what is wrong with it."""
+    try:
+        obj = _loads(body)
+    except _JSONDecodeError:
+        return "the body is not JSON"
+    if type(obj) is not dict:
+        return f"the body is {json_type(obj)}, not an object"
+    if obj.get("type") != "message":
+        return f"the body's type is {obj.get('type')!r}, not 'message'"
+    content = obj.get("content")
+    if type(content) is not list:
+        return f"content is {json_type(content)}, not a list"
+    for i, block in enumerate(content):
+        if type(block) is not dict or type(block.get("type")) is not str:
+            return f"content[{i}] is not a content block"
+    if facts is not None:
+        facts.note_usage(obj.get("usage"))
+        facts.stop_reason = obj.get("stop_reason")
+        facts.model = obj.get("model")
+    return None
+
+
+def check_count(body: bytes, facts: AnswerFacts | None = None) -> str | None:
+    """None when ``body`` is a count_tokens answer (``{"input_tokens": n}``), else what is wrong."""
+    try:
+        obj = _loads(body)
+    except _JSONDecodeError:
+        return "the body is not JSON"
+    if type(obj) is not dict or type(obj.get("input_tokens")) is not int:
+        return "the body is not a count_tokens answer (no integer input_tokens)"
+    if facts is not None:
+        facts.input_tokens = obj["input_tokens"]
+    return None
+
+
+def check_events(events: bytes, facts: AnswerFacts | None = None) -> str | None:
+    """None when every event in ``events`` (whole SSE events) carries JSON of the right shape,
+    else what is wrong with the first one that does not. Lines other than ``data:`` (event
+    names, comments, ids) are not looked at; an event's data split over several ``data:`` lines
+    is joined as SSE says."""
+    pending: list[bytes] | None = None
+    for line in events.split(b"\n"):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if line.startswith(b"data:"):
+            data = line[5:]
+            if data[:1] == b" ":
+                data = data[1:]
+            if pending is None:
+                pending = [data]
+            else:
+                pending.append(data)
+        elif not line and pending is not None:  # the blank line that ends an event
+            wrong = _check_event(b"\n".join(pending) if len(pending) > 1 else pending[0], facts)
+            if wrong:
+                return wrong
+            pending = None
+    if pending is not None:
+        return _check_event(b"\n".join(pending), facts)
+    return None
+
+
+def _check_event(data: bytes, facts: AnswerFacts | None) -> str | None:
+    try:
+        obj = _loads(data)
+    except _JSONDecodeError:
+        return f"stream event data is not JSON ({len(data)} bytes)"
+    if type(obj) is not dict:
+        return f"stream event is {json_type(obj)}, not an object"
+    kind = obj.get("type")
+    if type(kind) is not str:
+        return "stream event has no type"
+    field = _EVENT_TYPES.get(kind)
+    if field is not None:
+        value = obj.get(field)
+        if type(value) is not dict:
+            return f"{kind} event's {field} is {json_type(value)}, not an object"
+        if facts is not None:
+            if kind == "message_start":
+                facts.note_usage(value.get("usage"))
+                facts.model = value.get("model")
+            elif kind == "message_delta":
+                facts.note_usage(obj.get("usage"))
+                facts.stop_reason = value.get("stop_reason")
+    return None
