@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SPECS  ?= specs/
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test validate install clean claude-code bench schema soak fuzz
+.PHONY: run test validate install clean claude-code bench schema soak fuzz redis chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,28 @@ claude-code:
 	  echo "claude-code: npm install failed; the Claude Code test will be skipped"; \
 	else echo "claude-code: npm not found; the Claude Code test will be skipped"; fi
 
-test: $(STAMP) claude-code
+# Debian's redis-server for the shared-state tests (tests/test_shared_state.py). Never fails
+# `make test`: where it cannot be installed, this says why and those tests skip with the reason.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    { timeout 600 apt-get update -q && timeout 600 apt-get install -y -q --no-install-recommends redis-server; } \
+	      >/tmp/vandamme-redis-install.log 2>&1 || \
+	    echo "redis: apt-get could not install redis-server (see /tmp/vandamme-redis-install.log); the shared-state tests will be skipped"; \
+	  else echo "redis: apt-get not found; the shared-state tests will be skipped"; fi; }
+
+# Debian's chromium for the dashboard browser test (tests/test_dashboard.py drives it with
+# Playwright, executable_path=/usr/bin/chromium: no browser download). Never fails `make test`:
+# where it cannot be installed, this says why and that test skips with the reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    { timeout 900 apt-get update -q && timeout 900 apt-get install -y -q chromium; } \
+	      >/tmp/vandamme-chromium-install.log 2>&1 || \
+	    echo "chromium: apt-get could not install chromium (see /tmp/vandamme-chromium-install.log); the dashboard browser test will be skipped"; \
+	  else echo "chromium: apt-get not found; the dashboard browser test will be skipped"; fi; }
+
+test: $(STAMP) claude-code redis chromium
 	$(BIN)/python -m pytest -q
 
 # Fuzzing (tests/test_fuzz.py, docs/reliability.md): generated requests through one live gateway;

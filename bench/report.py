@@ -262,10 +262,13 @@ def render_targets(res: dict) -> list[str]:
     variants = vd.get("variants") or {}
     for v in _variants(variants):
         if v["kind"] == "tracing":
-            cost = variant_cost(variants, v["key"], "conv_small")
-            rows.append((f"{v['label']}: throughput cost (small, c64)", f"≤{TRACING_TARGET * 100:.0f}%",
-                         f(cost * 100 if cost is not None else None, 0, "%"),
-                         None if cost is None else cost <= TRACING_TARGET))
+            limit = tracing_limit(v)
+            for key, size in (("conv_small", "small"), ("conv_large", "Claude-Code-sized")):
+                added = cpu_added(variants, v["key"], key)
+                if added is None:
+                    continue
+                rows.append((f"{v['label']}: gateway process CPU per request added ({size}, c64)",
+                             f"≤{limit * 100:.0f}%", f(added * 100, 0, "%"), added <= limit))
     out.append("| target | wanted | measured | met |")
     out.append("|---|---|---:|---|")
     for label, want, got, met in rows:
@@ -273,7 +276,24 @@ def render_targets(res: dict) -> list[str]:
     return out
 
 
-TRACING_TARGET = 0.15
+TRACING_TARGET = 0.15  # CPU per request the gateway process may add with tracing on (issue 12)
+UNSAMPLED_TARGET = 0.03  # ... for requests that are not sampled (sample ratio 0)
+
+
+def tracing_limit(v: dict) -> float:
+    return UNSAMPLED_TARGET if v.get("sample_ratio") == 0 else TRACING_TARGET
+
+
+def cpu_added(variants: dict, vkey: str, key: str):
+    """CPU per request the gateway's own process spends over the plain pipeline's, as a share of
+    the plain pipeline's (0.1 = 10% more); None without both figures."""
+    on, plain = _variant_run(variants, vkey, key), _variant_run(variants, "plain", key)
+    if not on or not plain:
+        return None
+    a, b = on.get("cpu_ms_per_req_main"), plain.get("cpu_ms_per_req_main")
+    if a is None or not b:
+        return None
+    return a / b - 1
 # (scenario, most CPU per request as a multiple of the stack floor's, label)
 FLOOR_TARGETS = [("pass_large", 1.10, "passthrough non-stream"), ("pass_stream", 1.10, "passthrough stream"),
                  ("conv_large", 1.4, "converted non-stream large")]
@@ -299,31 +319,36 @@ def variant_cost(variants: dict, vkey: str, key: str):
 
 def render_variants(variants: dict) -> list[str]:
     out = ["#### Vandamme pipeline variants against the plain pipeline (same block, c64)", "",
-           f"| scenario | pipeline | req/s | share of plain | cost | CPU ms/req | CPU added ms/req | errors "
-           f"| tracing cost ≤{TRACING_TARGET * 100:.0f}% |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+           "CPU ms/req is the whole process tree's; \"gateway process\" is the serving process alone and "
+           "\"exporter\" the rest of the tree (with tracing on: the span exporter process, which the "
+           f"tracing targets leave out: ≤{TRACING_TARGET * 100:.0f}% CPU per request added to the gateway "
+           f"process when sampled, ≤{UNSAMPLED_TARGET * 100:.0f}% at sample ratio 0).", "",
+           "| scenario | pipeline | req/s | share of plain | CPU ms/req | gateway process ms/req | added | "
+           "exporter ms/req | errors | tracing target |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for key in sorted({k for v in _variants(variants) for k in v if k.startswith(("conv_", "pass_"))},
                       key=[k for k, _ in SCEN].index):
-        plain = _variant_run(variants, "plain", key)
         for v in _variants(variants):
             run = _variant_run(variants, v["key"], key)
             if not run:
                 why = (v.get(key) or {}).get("status") or v.get("status") or "–"
-                out.append(f"| {key} | {v['label']} | {why[:120]} | | | | | | |")
+                out.append(f"| {key} | {v['label']} | {why[:120]} | | | | | | | |")
                 continue
             cost = variant_cost(variants, v["key"], key)
-            added = None if not plain else run["cpu_ms_per_req"] - plain["cpu_ms_per_req"]
-            met = "" if v["kind"] != "tracing" or cost is None else (
-                "yes" if cost <= TRACING_TARGET else "**no**")
+            added = cpu_added(variants, v["key"], key)
             is_plain = v["key"] == "plain"
+            met = "" if v["kind"] != "tracing" or added is None else (
+                f"{'yes' if added <= tracing_limit(v) else '**no**'} (≤{tracing_limit(v) * 100:.0f}%)")
             out.append(f"| {key} | {v['label']} | {f(run['rps'])} | "
                        f"{'100%' if is_plain else f((1 - cost) * 100 if cost is not None else None, 0, '%')} | "
-                       f"{'ref' if is_plain else f(cost * 100 if cost is not None else None, 0, '%')} | "
-                       f"{f(run['cpu_ms_per_req'], 3)} | {'ref' if is_plain else f(added, 3)} | "
-                       f"{run.get('errors', 0)} | {met} |")
+                       f"{f(run['cpu_ms_per_req'], 3)} | {f(run.get('cpu_ms_per_req_main'), 3)} | "
+                       f"{'ref' if is_plain else f(added * 100 if added is not None else None, 1, '%')} | "
+                       f"{f(run.get('cpu_ms_per_req_others'), 3)} | {run.get('errors', 0)} | {met} |")
     out.append("")
     sinks = [f"{v['label']}: {(v.get('sink') or {}).get('requests', '?')} export requests "
              f"({(v.get('sink') or {}).get('bytes', '?')} bytes)"
-             + ("" if (v.get("sink") or {}).get("requests") else " — no export seen, tracing may not have been on")
+             + ("" if (v.get("sink") or {}).get("requests") or v.get("sample_ratio") == 0
+                else " — no export seen, tracing may not have been on")
              for v in _variants(variants) if v["kind"] == "tracing"]
     if sinks:
         out.append("OTLP sink received, " + "; ".join(sinks) + ".")

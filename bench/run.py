@@ -7,7 +7,7 @@ answer per scenario, loads it with wrk at concurrency 1 and 64, measures the sys
 request from /proc, its RSS, stream timings at concurrency 1 and the memory held by 1,000
 concurrent slow streams, and audits every gateway's answers against a recording upstream
 (``bench/answers.py``). For Vandamme also: its pipeline variants against the plain pipeline in one
-block (tracing on at sample ratio 1.0 and 0.1, two declared body-touching middleware), 1 and 2
+block (tracing on at sample ratio 1.0, 0.1 and 0, two declared body-touching middleware), 1 and 2
 workers unpinned, and at the end the per-stage cost table (``bench/stage_costs.py``). Writes
 ``bench/.work/results.json`` and the result tables into ``docs/performance.md`` between
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` (the stage table between ``<!-- stages:begin -->``
@@ -59,7 +59,7 @@ import upstream  # noqa: E402
 
 HOST = "127.0.0.1"
 UP_PORT, PROXY_PORT, SLOW_PORT, OTLP_PORT, CAPTURE_PORT, GW_PORT = 18901, 18902, 18911, 18912, 18913, 18920
-SIDE_PORTS = (18921, 18922, 18923, 18924)  # gateways measured side by side (Vandamme's variants, workers)
+SIDE_PORTS = (18921, 18922, 18923, 18924, 18925)  # gateways measured side by side (Vandamme's variants, workers)
 DURATION = float(os.environ.get("BENCH_DURATION", "8"))
 C1_DURATION = DURATION / 2
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -195,6 +195,15 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK
 
 
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """utime+stime of each process of the tree, seconds, by pid."""
+    out = {}
+    for p in tree(pid):
+        if (rest := _stat_fields(p)) is not None:
+            out[p] = (int(rest[11]) + int(rest[12])) / CLK
+    return out
+
+
 def rss_by_process(pid: int) -> dict[int, float]:
     """VmRSS of every process of the tree, MiB, by pid."""
     out = {}
@@ -270,6 +279,7 @@ def run_wrk(url: str, body: Path, conns: int, duration: float, pid: int | None) 
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s",
             "--timeout", "30s", "-s", str(HERE / "post.lua"), url]
     cpu0 = cpu_seconds(pid) if pid else None
+    by_pid0 = cpu_by_process(pid) if pid else None
     sampler = RssSampler(pid) if pid else None
     t0 = time.monotonic()
     if sampler:
@@ -281,6 +291,7 @@ def run_wrk(url: str, body: Path, conns: int, duration: float, pid: int | None) 
             sampler.__exit__()
     wall = time.monotonic() - t0
     cpu1 = cpu_seconds(pid) if pid else None
+    by_pid1 = cpu_by_process(pid) if pid else None
     m = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
     if not m:
         raise RuntimeError(f"wrk produced no summary: {out.stdout[-400:]} {out.stderr[-400:]}")
@@ -292,6 +303,8 @@ def run_wrk(url: str, body: Path, conns: int, duration: float, pid: int | None) 
     if pid:
         r["cpu_s"] = cpu1 - cpu0
         r["cpu_ms_per_req"] = (r["cpu_s"] * 1000 / r["ok"]) if r["ok"] else None
+        # the same, per process of the tree (e.g. Vandamme's span exporter apart from the gateway)
+        r["cpu_s_by_pid"] = {p: by_pid1[p] - by_pid0.get(p, 0.0) for p in by_pid1}
         r["rss_max_mb"] = sampler.max
         r["rss_max_by_pid_mb"] = sampler.per_process
     return r
@@ -947,6 +960,12 @@ def load_side_by_side(gateways: list, keys, body_paths: dict, before_stop=None) 
             for gw, out, runs in loaded:
                 out[key] = {"status": "ok", "rps": med([r["rps"] for r in runs]),
                             "cpu_ms_per_req": med([r["cpu_ms_per_req"] for r in runs]),
+                            # the gateway's own process (the one serving), and the rest of its tree
+                            # (e.g. Vandamme's span exporter process)
+                            "cpu_ms_per_req_main": med([r["cpu_s_by_pid"].get(gw.pid, 0.0) * 1000 / r["ok"]
+                                                        for r in runs if r["ok"]]),
+                            "cpu_ms_per_req_others": med([sum(v for p, v in r["cpu_s_by_pid"].items() if p != gw.pid)
+                                                          * 1000 / r["ok"] for r in runs if r["ok"]]),
                             "requests": sum(r["ok"] for r in runs), "errors": sum(r["errors"] for r in runs)}
                 for r in runs:
                     out["rss_max_mb"] = max(out["rss_max_mb"], r["rss_max_mb"])
@@ -966,13 +985,13 @@ def run_variants(body_paths: dict, with_sink: bool) -> dict:
     """Vandamme's pipeline variants against the plain pipeline, side by side in one block (each its
     own gateway; ``load_side_by_side``) on the non-stream converted scenarios at c64: tracing on (a
     spec overlay with ``telemetry.otlp_endpoint`` = the local OTLP sink, under a path of its own
-    so the sink counts each variant's exports apart, and ``telemetry.sample_ratio`` 1.0 / 0.1) and
+    so the sink counts each variant's exports apart, and ``telemetry.sample_ratio`` 1.0 / 0.1 / 0) and
     two declared body-touching middleware (``MIDDLEWARE_OVERLAY``). Each variant's throughput is
     compared with the plain pipeline's from this same block."""
     variants = [{"key": "plain", "label": "plain pipeline", "kind": "plain"}]
     if TRACING and with_sink:
         variants += [{"key": f"tracing-{r:g}", "label": f"tracing on, sample ratio {r:g}", "kind": "tracing",
-                      "sample_ratio": r} for r in (1.0, 0.1)]
+                      "sample_ratio": r} for r in (1.0, 0.1, 0.0)]
     if MIDDLEWARE:
         variants.append({"key": "middleware", "label": "middleware: inject_system + drop_params",
                          "kind": "middleware"})

@@ -26,6 +26,7 @@ from transforms.registry import (COUNT_TEMPLATES, DECODE_MODES, FRONT_TEMPLATE, 
 from transforms.request_stages import RepeatedParts
 from transforms.resolve_stage import ResolveTarget
 from transforms.routing import Router
+from transforms.shared_state import check_redis_url, redis_password, state_store
 from transforms.thought_signatures import SignatureCache
 from transforms.upstream import DEFAULT_MAX_RESPONSE_BYTES, Upstream
 from vandamme.kernel import ANTHROPIC, OPENAI, StageKind
@@ -36,6 +37,7 @@ from .declarations import Declared, declarations
 from .logs import install_secret_scrubbing
 from .loader import LoadedSpec
 from .pipeline import Pipeline, StageNode
+from .telemetry import tracer_for
 
 SERVER_DEFAULTS = {
     "host": "127.0.0.1",
@@ -69,11 +71,19 @@ class Settings:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     log_level: str = "INFO"
     log_json: bool = False
+    log_format: str = "text"  # text | json | journal (logging.format; logging.json: true is json)
     access_log: bool = False
     service_name: str = "vandamme"
     otlp_endpoint: str | None = None
     sample_ratio: float | None = None
+    capture_content: bool = False  # prompts and completions on the spans (telemetry.capture_content)
     auth_keys: tuple = ()  # ({"name", "key"}, ...): gateway keys; none = auth off
+    # metrics (engine/metrics.py; the spec's ``metrics:`` block)
+    metrics_enabled: bool = True
+    metrics_require_key: bool = True  # with gateway auth on, the /metrics endpoints need a key
+    metrics_recent: int = 200  # requests /metrics/recent keeps (per worker process)
+    metrics_max_models: int = 200  # distinct model label values; more are counted as "_other"
+    metrics_export_interval: float | None = None  # OTLP export period, s (None: OTEL_METRIC_EXPORT_INTERVAL or 60)
 
 
 @dataclass(eq=False)
@@ -148,9 +158,14 @@ class Gateway:
         for p in self.providers.values():
             if p.active:
                 await p.open()
+        if "state" in self.extras:  # shared state (transforms.shared_state): a no-op in-process
+            await self.extras["state"].start()
 
     async def close(self) -> None:
-        await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+        closing = [p.close() for p in self.providers.values()]
+        if "state" in self.extras:
+            closing.append(self.extras["state"].close())
+        await asyncio.gather(*closing, return_exceptions=True)
 
     def pipelines(self) -> dict[str, list[str]]:
         """Stage names by pipeline, for `vandamme graph` and `explain`."""
@@ -169,6 +184,13 @@ class Gateway:
         return p.pipeline_for(route) if p is not None else None
 
 
+def _log_format(logging_: dict) -> str:
+    fmt = logging_.get("format")
+    if fmt:
+        return str(fmt)
+    return "json" if logging_.get("json") else "text"
+
+
 def settings_from(data: dict) -> Settings:
     server = {**SERVER_DEFAULTS, **(data.get("server") or {})}
     logging_ = data.get("logging") or {}
@@ -180,13 +202,26 @@ def settings_from(data: dict) -> Settings:
         max_tokens_limit=server["max_tokens_limit"], ping_interval=float(server["ping_interval"]),
         models_cache_ttl=float(server["models_cache_ttl"]),
         max_response_bytes=int(server["max_response_bytes"]),
-        log_level=str(logging_.get("level", "INFO")).upper(), log_json=bool(logging_.get("json", False)),
+        log_level=str(logging_.get("level", "INFO")).upper(), log_json=_log_format(logging_) == "json",
+        log_format=_log_format(logging_),
         access_log=bool(logging_.get("access_log", False)),
         service_name=telemetry.get("service_name") or "vandamme",
         otlp_endpoint=telemetry.get("otlp_endpoint"),
         sample_ratio=telemetry.get("sample_ratio"),
+        capture_content=bool(telemetry.get("capture_content", False)),
         auth_keys=tuple((server.get("auth") or {}).get("keys") or ()),
+        **_metrics_settings(data.get("metrics") or {}),
     )
+
+
+def _metrics_settings(metrics: dict) -> dict:
+    out = {"metrics_enabled": bool(metrics.get("enabled", True)),
+           "metrics_require_key": bool(metrics.get("require_key", True)),
+           "metrics_recent": int(metrics.get("recent", 200)),
+           "metrics_max_models": int(metrics.get("max_models", 200))}
+    if metrics.get("export_interval") is not None:
+        out["metrics_export_interval"] = float(metrics["export_interval"])
+    return out
 
 
 def _provider(name: str, spec: dict, settings: Settings) -> Provider:
@@ -294,7 +329,7 @@ def _provider_env(p: Provider, data: dict, settings: Settings, base: BuildEnv, e
                   sources) -> BuildEnv | None:
     spec = p.spec
     ring = KeyRing(tuple(k for k in (spec.get("api_keys") or []) if k != PASSTHRU),
-                   float(spec.get("key_cooldown", 60.0)))
+                   float(spec.get("key_cooldown", 60.0)), store=base.shared.get("state"), provider=p.name)
     try:
         headers = RenderHeaders(p.name, p.format, p.auth, dict(data.get("headers") or {}),
                                 dict(spec.get("headers") or {}), list(spec.get("client_headers") or []))
@@ -328,7 +363,7 @@ def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry
     data = loaded.data
     registry = registry or default_registry()
     settings = settings_from(data)
-    tracer = tracer_provider.get_tracer("vandamme") if tracer_provider is not None else None
+    tracer = tracer_for(tracer_provider, settings) if tracer_provider is not None else None
     decl, errors = declarations(data, loaded.sources, registry)
     if errors:
         raise SpecErrors(errors)
@@ -336,9 +371,21 @@ def compile_gateway(loaded: LoadedSpec, tracer_provider=None, registry: Registry
     for spec in (data.get("providers") or {}).values():
         add_keys(k for k in (spec.get("api_keys") or ()) if k != PASSTHRU)
     add_keys(k["key"] for k in settings.auth_keys)
+    state_spec = data.get("state") or {}
+    if state_spec.get("redis_url"):
+        password = redis_password(state_spec["redis_url"])
+        if password:
+            add_keys([password])
+        problem = check_redis_url(state_spec["redis_url"])
+        if problem:
+            raise SpecErrors([SpecError(problem, loaded.sources.nearest(("state", "redis_url")),
+                                        ("state", "redis_url"))])
+    state = state_store(state_spec)  # in-process, or Redis (connected by Gateway.start)
     ts = data.get("thought_signatures") or {}
-    signatures = SignatureCache(float(ts.get("cache_ttl", 3600.0)), int(ts.get("max_cache_size", 10000)))
-    shared = MappingProxyType({"thought_signatures": signatures, "repeated_parts": RepeatedParts()})
+    signatures = SignatureCache(float(ts.get("cache_ttl", 3600.0)), int(ts.get("max_cache_size", 10000)),
+                                store=state)
+    shared = MappingProxyType({"thought_signatures": signatures, "repeated_parts": RepeatedParts(),
+                               "state": state})
     base = BuildEnv(settings, tracer, shared)
     global_mw = _build_middleware(decl.global_, base)
     route_mw = {i: _build_middleware(d, base) for i, d in (decl.routes or {}).items() if d}

@@ -16,6 +16,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from .loader import PASSTHRU, LoadedSpec
 from vandamme.sources import Path, SourceMap
 from .validation import is_secret_path
+from transforms.shared_state import mask_url
 
 __all__ = ["render_config", "mask_secret"]
 
@@ -52,6 +53,8 @@ def _annotated(value: Any, path: Path, sources: SourceMap, notes: Mapping[Path, 
         return CommentedMap()
     if isinstance(value, list):
         return CommentedSeq()
+    if path == ("state", "redis_url") and isinstance(value, str):  # host shown, password masked
+        return DoubleQuotedScalarString(mask_url(value))
     if is_secret_path(path) and value is not None:
         return DoubleQuotedScalarString(mask_secret(value))
     return value

@@ -71,6 +71,7 @@ SIMPLE_OVERLAYS: dict[str, tuple[Path, _Kind]] = {
     "HOST": (("server", "host"), _STR),
     "PORT": (("server", "port"), _INT),
     "LOG_LEVEL": (("logging", "level"), _UPPER),
+    "LOG_FORMAT": (("logging", "format"), _STR),
     "REQUEST_TIMEOUT": (("server", "request_timeout"), _FLOAT),
     "CONNECT_TIMEOUT": (("server", "connect_timeout"), _FLOAT),
     "MAX_RETRIES": (("server", "max_retries"), _INT),
@@ -80,6 +81,7 @@ SIMPLE_OVERLAYS: dict[str, tuple[Path, _Kind]] = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": (("telemetry", "otlp_endpoint"), _STR),
     "OTEL_SERVICE_NAME": (("telemetry", "service_name"), _STR),
     "VDM_DEFAULT_PROVIDER": (("default_provider",), _STR),
+    "VDM_REDIS_URL": (("state", "redis_url"), _STR),  # shared state; its password is masked everywhere
 }
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from opentelemetry import trace
-
-from vandamme.kernel import Context, Stage, recording
-from vandamme.secrets import record_error
+from vandamme.kernel import Context, Stage, StreamingResponse
+from vandamme.tracing import STAGE_BITS, current as current_trace, perf, register_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +41,23 @@ class StageNode:
 
 class Pipeline:
     """An ordered, immutable list of stages. ``run`` executes them in order, each in its own span
-    when tracing is on; with tracing off the loop carries no span overhead at all. ``nodes``
-    describe the stages for `vandamme graph`; ``middleware`` names the declared ones in order."""
+    when tracing is on; with tracing off the loop carries no span code at all, and for a request
+    that is not sampled it costs one context-variable read. ``nodes`` describe the stages for
+    `vandamme graph`; ``middleware`` names the declared ones in order."""
 
-    __slots__ = ("name", "stages", "nodes", "middleware", "_tracer", "_run")
+    __slots__ = ("name", "stages", "nodes", "middleware", "_tracer", "_run", "_names")
 
-    def __init__(self, name: str, stages: Sequence[Stage], tracer: trace.Tracer | None = None,
+    def __init__(self, name: str, stages: Sequence[Stage], tracer: Any = None,
                  nodes: Sequence[StageNode] = (), middleware: tuple[str, ...] = ()):
         self.name = name
         self.stages = tuple(stages)
         self.nodes = tuple(nodes)
         self.middleware = middleware
-        self._tracer = tracer
+        self._tracer = tracer  # a vandamme.tracing.RequestTracer, or None: tracing off
+        names = tuple(s.name for s in self.stages)
+        if len(names) >= 1 << STAGE_BITS:
+            raise ValueError(f"pipeline {name}: more than {(1 << STAGE_BITS) - 1} stages")
+        self._names = register_names(names) if tracer is not None else -1  # what a traced run records
         self._run = self._run_traced if tracer is not None else self._run_plain
 
     @property
@@ -69,29 +72,69 @@ class Pipeline:
             await stage.run(ctx)
 
     async def _run_traced(self, ctx: Context) -> None:
-        if not recording():  # this request was not sampled: no stage spans at all
-            return await self._run_plain(ctx)
-        tracer = self._tracer
-        for stage in self.stages:
-            with tracer.start_as_current_span(stage.name, record_exception=False,
-                                              set_status_on_exception=False) as span:
-                try:
+        """One run record in the request's Trace (vandamme.tracing): ``[names, parent, provider,
+        model, times, errors, first]``, with ``times`` the stage boundaries — stage ``j`` runs
+        from ``times[j]`` to ``times[j + 1]`` (one clock read per stage: a stage's span ends where
+        the next one's starts) — and the run's target from stage ``first`` on. The spans are
+        built from it when the request is over, away from the event loop. While the run goes
+        on, ``trace.cur`` is its index: a span opened by a stage finds its parent stage from the
+        length of ``times``."""
+        trace = current_trace()
+        if trace is None:  # this request was not sampled: the plain loop
+            for stage in self.stages:
+                await stage.run(ctx)
+            return
+        trace.ctx = ctx
+        runs = trace.runs
+        saved = trace.cur  # the parent: a span (< 0), or the running stage of run ``saved``
+        parent = saved if saved < 0 else (saved << STAGE_BITS) | (len(runs[saved][4]) - 1)
+        times: list = []
+        rec = [self._names, parent, None, None, times, None, 0]
+        trace.cur = len(runs)
+        runs.append(rec)
+        mark = times.append
+        mark(perf())
+        try:
+            if ctx.provider is not None:
+                for stage in self.stages:
                     await stage.run(ctx)
-                except BaseException as exc:
-                    record_error(span, exc)
-                    raise
-                finally:
-                    span.set_attributes(span_attributes(ctx, stage.name))
+                    mark(perf())
+            else:  # the target is not known yet: note the stage from which it is (rec[6])
+                rec[6] = len(self.stages)
+                for stage in self.stages:
+                    await stage.run(ctx)
+                    mark(perf())
+                    if ctx.provider is not None:
+                        rec[6] = len(times) - 2
+                        for stage in self.stages[rec[6] + 1:]:
+                            await stage.run(ctx)
+                            mark(perf())
+                        break
+        except BaseException as exc:
+            mark(perf())
+            j = len(times) - 2
+            rec[5] = {j: exc}
+            if ctx.provider is not None and rec[6] > j:
+                rec[6] = j
+            trace.failed = True
+            raise
+        finally:
+            trace.cur = saved
+            p = ctx.provider
+            if p is not None:
+                rec[2] = p.name
+            rec[3] = ctx.model
+        if parent == -2 and self._tracer.capture_content and type(ctx.response) is StreamingResponse:
+            trace.tap = []
+            ctx.response.chunks = _tap(ctx.response.chunks, trace.tap)
 
 
-def span_attributes(ctx: Context, stage: str) -> dict:
-    attrs = {"vandamme.stage": stage, "vandamme.request_id": ctx.request_id}
-    if ctx.client_name is not None:
-        attrs["vandamme.client"] = ctx.client_name
-    if ctx.provider is not None:
-        attrs["vandamme.provider"] = ctx.provider.name
-        attrs["gen_ai.system"] = ctx.provider.name
-    if ctx.model:
-        attrs["vandamme.model"] = ctx.model
-        attrs["gen_ai.request.model"] = ctx.model
-    return attrs
+async def _tap(chunks, into: list, limit: int = 4 * 1024 * 1024):
+    """The answer's chunks as they pass, kept (up to ``limit`` bytes) for the trace's content
+    attributes (``telemetry.capture_content``)."""
+    size = 0
+    async for chunk in chunks:
+        if size < limit:
+            into.append(chunk)
+            size += len(chunk)
+        yield chunk

@@ -47,9 +47,11 @@ def is_secret_header(name: str) -> bool:
 
 
 def is_secret_path(path: Path) -> bool:
-    """True for ``...api_keys[...]`` and ``...headers.<secret-looking name>``."""
+    """True for ``...api_keys[...]``, ``...headers.<secret-looking name>`` and ``state.redis_url``."""
     path = tuple(path)
     if "api_keys" in path:
+        return True
+    if path[:2] == ("state", "redis_url"):  # may carry a password
         return True
     if path[:3] == ("server", "auth", "keys") and path[-1:] == ("key",) or path == ("server", "auth", "keys"):
         return True

@@ -53,7 +53,8 @@ def test_config_show_masks_env_keys():
 def test_graph_text_and_dot():
     r = run("graph", "specs/", env={"OPENAI_API_KEY": "k"})
     assert r.returncode == 0, r.stderr
-    assert "front (every request):\n  parse -> validate -> resolve_target -> dispatch[" in r.stdout
+    assert "front (every request):\n  record_metrics[" in r.stdout
+    assert "-> parse -> validate -> resolve_target -> dispatch[" in r.stdout
     assert "select_key[round robin over 1 key]" in r.stdout  # the key stage
     assert "upstream[retries=2 with backoff, key failover on 401/403/429]" in r.stdout  # retry stage
     assert "dispatch[primary target, then the route's fallbacks]" in r.stdout  # fallback stage

@@ -21,6 +21,6 @@ except ValueError as e:
 def test_json_lines_level_and_no_secret_in_tracebacks():
     r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=30)
     lines = [json.loads(ln) for ln in r.stderr.splitlines() if ln.strip()]
-    messages = [ln["record"]["message"] for ln in lines]
+    messages = [ln["message"] for ln in lines]
     assert messages == ["shown 1", "failed"]
     assert "sk-very-secret-value" not in r.stderr

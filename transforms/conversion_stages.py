@@ -13,6 +13,7 @@ import orjson
 from loguru import logger
 
 from vandamme.kernel import BufferedResponse, Context, StreamingResponse
+from transforms.anthropic_answer import AnswerFacts
 from transforms.anthropic_to_openai import RequestConverter
 from transforms.errors import GatewayError
 from transforms.openai_stream import StreamConverter
@@ -98,12 +99,14 @@ class OpenAIToAnthropic:
             except orjson.JSONDecodeError:
                 raise GatewayError(502, "upstream returned a body that is not JSON") from None
             message = convert_response(oa, requested_model=model, stop_sequences=stops)
+            ctx.answer_facts = _message_facts(message, oa.get("model"))
             ctx.response = BufferedResponse(200, orjson.dumps(message),
                                             _kept_headers(resp.headers), "application/json")
         elif isinstance(resp, StreamingResponse):
             if resp.status != 200:
                 return
             converter = StreamConverter(model, stops)
+            ctx.answer_facts = StreamFacts(converter)
             close = CloseOnce(resp.close)
             ctx.response = StreamingResponse(
                 status=200,
@@ -112,6 +115,54 @@ class OpenAIToAnthropic:
                 content_type="text/event-stream",
                 close=close,
             )
+
+
+def _message_facts(message: dict, upstream_model: Any) -> AnswerFacts:
+    """What telemetry wants of a converted answer: usage, stop reason, the upstream's model."""
+    facts = AnswerFacts()
+    usage = message["usage"]
+    facts.input_tokens = usage["input_tokens"]
+    facts.output_tokens = usage["output_tokens"]
+    facts.stop_reason = message["stop_reason"]
+    facts.model = upstream_model if type(upstream_model) is str else None
+    return facts
+
+
+class StreamFacts:
+    """The AnswerFacts of a converted stream, read from its converter when asked (once, when the
+    request finishes): nothing is copied per chunk."""
+
+    __slots__ = ("converter", "_final")
+
+    def __init__(self, converter: StreamConverter):
+        self.converter = converter
+        self._final: tuple | None = None  # the outcome once the stream is over (it no longer changes)
+
+    def _outcome(self) -> tuple:
+        out = self._final
+        if out is None:
+            out = self.converter.outcome()
+            if self.converter.done:
+                self._final = out
+        return out
+
+    @property
+    def input_tokens(self) -> int | None:
+        usage = self._outcome()[0]
+        return None if usage is None else usage["input_tokens"]
+
+    @property
+    def output_tokens(self) -> int | None:
+        usage = self._outcome()[0]
+        return None if usage is None else usage["output_tokens"]
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._outcome()[1]
+
+    @property
+    def model(self) -> str | None:
+        return self.converter.upstream_model
 
 
 class CloseOnce:

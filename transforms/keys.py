@@ -13,15 +13,23 @@ class KeyRing:
 
     One ring per provider per process. The event loop is single-threaded, so ``next`` needs no
     lock: the counter moves once per call and concurrent requests get consecutive keys.
+
+    With a shared state store (``state.redis_url``, transforms.shared_state) a cooldown is also
+    handed to the store, which publishes it to the other replicas; theirs come back through
+    ``mirror``. ``order`` only ever reads the local mirror: no store call on the request path.
     """
 
-    __slots__ = ("keys", "_next", "_cool_until", "default_cooldown")
+    __slots__ = ("keys", "_next", "_cool_until", "default_cooldown", "provider", "store")
 
-    def __init__(self, keys: tuple[str, ...], default_cooldown: float = 60.0):
+    def __init__(self, keys: tuple[str, ...], default_cooldown: float = 60.0, store=None, provider: str = ""):
         self.keys = keys
         self._next = 0
         self._cool_until: dict[int, float] = {}
         self.default_cooldown = default_cooldown
+        self.provider = provider
+        self.store = store if store is not None and store.shared and keys else None
+        if self.store is not None:
+            self.store.attach_ring(provider, self)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -46,7 +54,20 @@ class KeyRing:
         return [min(self._cool_until, key=self._cool_until.get)]
 
     def cool_down(self, index: int, seconds: float | None) -> None:
-        self._cool_until[index] = time.monotonic() + (self.default_cooldown if seconds is None else seconds)
+        seconds = self.default_cooldown if seconds is None else seconds
+        self._cool_until[index] = time.monotonic() + seconds
+        if self.store is not None:
+            self.store.cooldown(self.provider, self.keys[index], seconds)
+
+    def mirror(self, index: int, seconds: float) -> None:
+        """A cooldown another replica set (from the shared store): kept locally, the longer wins."""
+        until = time.monotonic() + seconds
+        if until > self._cool_until.get(index, 0.0):
+            self._cool_until[index] = until
+
+    def live_cooldowns(self, now: float):
+        """(index, monotonic end) of the keys cooling down now."""
+        return [(i, until) for i, until in self._cool_until.items() if until > now]
 
     def cooling(self) -> int:
         now = time.monotonic()

@@ -100,6 +100,7 @@ class StreamConverter:
         "model", "stop_sequences", "message_id", "_sse", "_started", "_done",
         "_next_index", "_kind", "_index", "_prefix", "_tools", "_tool_order", "_cur_tool",
         "_finish", "_finish_choice", "_usage", "_start_frame", "_any_tool", "_opened",
+        "upstream_model",
     )
 
     def __init__(self, requested_model: str, stop_sequences: list[str] | None = None,
@@ -123,6 +124,7 @@ class StreamConverter:
         self._finish_choice: dict | None = None
         self._usage: Any = None
         self._start_frame: bytes | None = None
+        self.upstream_model: str | None = None  # the first chunk's "model" (telemetry)
         if message_id:
             self._build_start(message_id)
 
@@ -181,6 +183,14 @@ class StreamConverter:
             self._build_start(_message_id(None))
         return self._start_frame + PING
 
+    def outcome(self) -> tuple[dict | None, str | None]:
+        """(Anthropic usage, stop reason) of the answer as far as it went, for telemetry: usage
+        None until the upstream sent it, stop reason None until a finish_reason."""
+        reason = None
+        if self._finish is not None:
+            reason = stop_reason(self._finish, self._finish_choice, self.stop_sequences, self._any_tool)[0]
+        return (message_usage(self._usage) if self._usage else None), reason
+
     # ---------------------------------------------------------------- parsing
 
     def _events(self, events: list[SSEEvent], out: list[bytes]) -> None:
@@ -210,6 +220,9 @@ class StreamConverter:
                     if self._start_frame is None:
                         self._build_start(_message_id(obj.get("id")))
                     out.append(self._start_frame)
+                    upstream_model = obj.get("model")
+                    if type(upstream_model) is str:
+                        self.upstream_model = upstream_model
                 usage = obj.get("usage")
                 if usage:
                     self._usage = usage

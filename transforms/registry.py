@@ -24,6 +24,7 @@ from . import middleware as builtin_middleware
 from .auth import authenticate_stage
 from .conversion_stages import AnthropicToOpenAI, EncodeUpstream, OpenAIToAnthropic
 from .keys import SelectKey
+from .metrics_stage import RecordMetrics
 from .middleware_stages import middleware_stages
 from .passthrough import PassthroughBody
 from .provider_stages import AzureDeployment, Dispatch, EstimateTokens
@@ -115,6 +116,9 @@ def _core(name, kind, consumes, needs_body, factory, description) -> StageSpec:
 
 BUILTIN: tuple[StageSpec, ...] = (
     # front: every request
+    _core("record_metrics", StageKind.CONTROL, ANTHROPIC, False,
+          lambda c, e: RecordMetrics() if e.settings.metrics_enabled else None,
+          "count the request and record its outcome (GET /metrics); present unless metrics.enabled is false"),
     _core("authenticate", StageKind.CONTROL, ANTHROPIC, False,
           lambda c, e: authenticate_stage(e.settings.auth_keys),
           "gateway keys (server.auth.keys): 401 without one; present only when keys are declared"),
@@ -181,7 +185,7 @@ COUNT_TEMPLATES: Mapping[str, tuple] = {
     "openai": ("estimate_tokens",),
     "openai/azure": ("estimate_tokens",),
 }
-FRONT_TEMPLATE = ("authenticate", "parse", "validate", "resolve_target", "dispatch")
+FRONT_TEMPLATE = ("record_metrics", "authenticate", "parse", "validate", "resolve_target", "dispatch")
 # How a provider's pipeline decodes the client's request: only the fields conversion reads, or all.
 DECODE_MODES: Mapping[str, str] = {"anthropic": "full", "openai": "conversion", "openai/azure": "conversion"}
 

@@ -6,7 +6,9 @@ back on the same tool calls when the history is sent again. Anthropic clients dr
 not know, so the gateway keeps them: `capture_thought_signatures` records tool-call id →
 signature from the answers (JSON or stream), `restore_thought_signatures` puts them back on the
 assistant tool calls of the next request. The cache is bounded (size) and entries expire (TTL);
-it is per process (see docs/providers.md for running several replicas).
+it is per process unless a shared state store is configured (``state.redis_url``,
+transforms.shared_state): then every signature is also written through to Redis, and a restore that
+misses locally asks Redis once for the tool calls it does not know (see docs/deploy.md).
 """
 from __future__ import annotations
 
@@ -21,19 +23,34 @@ from .sse import SSEDecoder
 
 
 class SignatureCache:
-    __slots__ = ("ttl", "max_size", "_items")
+    __slots__ = ("ttl", "max_size", "_items", "store", "_absent")
 
-    def __init__(self, ttl: float = 3600.0, max_size: int = 10000):
+    def __init__(self, ttl: float = 3600.0, max_size: int = 10000, store=None):
         self.ttl = ttl
         self.max_size = max_size
         self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.store = store if store is not None and store.shared else None
+        # tool call ids the shared store did not know either (asked once each, not every turn)
+        self._absent: OrderedDict[str, float] = OrderedDict()
+        if self.store is not None:
+            self.store.attach_signatures(self)
 
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def shared(self) -> bool:
+        return self.store is not None
+
     def put(self, tool_call_id: str, signature: str) -> None:
+        self._keep(tool_call_id, signature, time.monotonic() + self.ttl)
+        if self.store is not None:
+            self._absent.pop(tool_call_id, None)
+            self.store.put_signature(tool_call_id, signature, self.ttl)
+
+    def _keep(self, tool_call_id: str, signature: str, until: float) -> None:
         items = self._items
-        items[tool_call_id] = (time.monotonic() + self.ttl, signature)
+        items[tool_call_id] = (until, signature)
         items.move_to_end(tool_call_id)
         while len(items) > self.max_size:
             items.popitem(last=False)
@@ -46,6 +63,42 @@ class SignatureCache:
             del self._items[tool_call_id]
             return None
         return hit[1]
+
+    async def fetch(self, ids: list[str]) -> None:
+        """Shared store only: ask it (once, bounded) for the ``ids`` this process does not know and
+        has not asked about before; what it knows is kept locally, what it does not is remembered
+        as absent. A store that cannot answer changes nothing."""
+        now = time.monotonic()
+        absent = self._absent
+        wanted = []
+        for i in ids:
+            if not i or i in self._items and self._items[i][0] >= now:
+                continue
+            seen = absent.get(i)
+            if seen is not None and seen >= now:
+                continue
+            wanted.append(i)
+        if not wanted:
+            return
+        found = await self.store.get_signatures(wanted)
+        if found is None:
+            return
+        until = now + self.ttl
+        for i in wanted:
+            sig = found.get(i)
+            if sig is not None:
+                self._keep(i, sig, until)
+            else:
+                absent[i] = until
+                absent.move_to_end(i)
+        while len(absent) > self.max_size:
+            absent.popitem(last=False)
+
+    def live_items(self, now: float):
+        """(id, signature, milliseconds left) of the entries alive now (written back to the shared
+        store after an outage)."""
+        return [(i, sig, int((until - now) * 1000)) for i, (until, sig) in list(self._items.items())
+                if until > now]
 
 
 def _signature(tool_call: dict) -> str | None:
@@ -67,27 +120,33 @@ class RestoreThoughtSignatures:
         self.cache = cache
 
     async def run(self, ctx) -> None:
-        if not len(self.cache):
+        cache = self.cache
+        if not len(cache) and not cache.shared:
             return
         data = ctx.upstream_json  # the OpenAI request, while OpenAI-side stages work on it
         if data is not None:
-            self._restore(data)
+            await self._restore(data)
             return
         body = ctx.upstream_body
         if body is None or b'"tool_calls"' not in body:
             return
         data = orjson.loads(body)
-        if self._restore(data):
+        if await self._restore(data):
             ctx.upstream_body = orjson.dumps(data)
 
-    def _restore(self, data: dict) -> bool:
+    async def _restore(self, data: dict) -> bool:
+        calls = [call for msg in data.get("messages", ()) for call in msg.get("tool_calls") or ()
+                 if isinstance(call, dict) and _signature(call) is None]
+        if not calls:
+            return False
+        if self.cache.shared:
+            await self.cache.fetch([c.get("id") for c in calls if isinstance(c.get("id"), str)])
         changed = False
-        for msg in data.get("messages", ()):
-            for call in msg.get("tool_calls") or ():
-                sig = self.cache.get(call.get("id", ""))
-                if sig is not None and _signature(call) is None:
-                    call["extra_content"] = {"google": {"thought_signature": sig}}
-                    changed = True
+        for call in calls:
+            sig = self.cache.get(call.get("id", ""))
+            if sig is not None:
+                call["extra_content"] = {"google": {"thought_signature": sig}}
+                changed = True
         return changed
 
 

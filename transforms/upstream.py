@@ -7,16 +7,18 @@
   got 429 cools down for ``retry-after`` seconds (or the provider's ``key_cooldown``).
 * Any other upstream error is returned at once. When every key and retry fails, the client gets
   the last upstream error, Anthropic-shaped.
-Each attempt is a span ``upstream.attempt`` with its outcome when tracing is on.
+Each attempt is a CLIENT span ``upstream.attempt`` with its outcome when the request is traced.
 """
 from __future__ import annotations
 
 import asyncio
 import random
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from vandamme.kernel import BufferedResponse, StreamingResponse, recording
+from vandamme.kernel import BufferedResponse, StreamingResponse
+from vandamme.tracing import ATTEMPT_INFO, current as current_trace, perf
 
 from .anthropic_answer import AnswerFacts, check_count, check_events, check_message
 from .errors import GatewayError, error_event
@@ -84,6 +86,10 @@ def _looks_like_json_object(body: bytes) -> bool:
 
 class Upstream:
     name = "upstream"
+    # Per-provider counters (engine.metrics attaches them when a server serves the gateway):
+    # ``attempt()`` per HTTP exchange, ``retry()`` per retry on the same key, ``failover()`` per
+    # move to the next key. None: not counted.
+    counts = None
 
     def __init__(self, provider, ring, max_retries: int, backoff: float, tracer=None,
                  passthrough_stream: bool = False, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
@@ -106,27 +112,26 @@ class Upstream:
         keys = [self.ring.keys[i] for i in order] if order else [ctx.api_key]
         last: GatewayError | None = None
         attempt_no = 0
+        counts = self.counts
         for n, key in enumerate(keys):
             if n:
                 ctx.api_key = key
                 set_auth(ctx.upstream_headers, provider.auth, key)
+                if counts is not None:
+                    counts.failover()
             for retry in range(self.max_retries + 1):
                 if retry:
+                    if counts is not None:
+                        counts.retry()
                     await asyncio.sleep(backoff_delay(retry, self.backoff))
                 attempt_no += 1
-                if self.tracer is None or not recording():
+                if counts is not None:
+                    counts.attempt()
+                trace = current_trace() if self.tracer is not None else None
+                if trace is None:
                     outcome = await self._attempt(ctx, url)
                 else:
-                    with self.tracer.start_as_current_span("upstream.attempt", record_exception=False,
-                                                           set_status_on_exception=False) as span:
-                        outcome = await self._attempt(ctx, url)
-                        span.set_attributes({
-                            "vandamme.attempt": attempt_no,
-                            "vandamme.key_index": (order[n] if order else 0),
-                            "vandamme.outcome": outcome if isinstance(outcome, str) else "error",
-                            "http.response.status_code": getattr(outcome, "status", 200)
-                            if not isinstance(outcome, str) else 200,
-                        })
+                    outcome = await self._traced_attempt(ctx, url, trace, attempt_no, order[n] if order else 0)
                 if outcome == "ok":
                     ctx.upstream_attempts = attempt_no
                     return
@@ -164,10 +169,42 @@ class Upstream:
             resp.close()
             return connection_error(provider.name)
 
+    _span_base: tuple | None = None  # the attempt span's constant values (built at first use)
+
+    async def _traced_attempt(self, ctx, url: str, trace, attempt_no: int, key_index: int):
+        """``_attempt`` as a CLIENT span record of the request's trace (vandamme.tracing), with
+        the values of the HTTP and GenAI client conventions (engine.span_export names them):
+        server.address/port, the attempt number (``vandamme.attempt``; ``http.request.resend_count``
+        from the second on), the answer's ``http.response.status_code`` and, when it failed,
+        ``error.type`` (the status code, or ``timeout``, ``connection_error``, ``malformed_answer``)."""
+        base = self._span_base
+        if base is None:
+            base = self._span_base = _attempt_span_base(self.provider)
+        rec = ["upstream.attempt", trace.parent_ref(), perf(), 0.0, ATTEMPT_INFO, None, None, None]
+        trace.spans.append(rec)
+        ctx.upstream_status = 0
+        try:
+            outcome = await self._attempt(ctx, url)
+        except BaseException as exc:  # cancelled (the client went away)
+            rec[3] = perf()
+            rec[5] = (base, attempt_no, key_index, 0, None, ctx.model, ctx.endpoint)
+            rec[6] = exc
+            trace.failed = True
+            raise
+        rec[3] = perf()
+        status = ctx.upstream_status
+        etype = None
+        if outcome != "ok":
+            etype = (str(status) if status >= 400 else "malformed_answer" if isinstance(outcome, BadAnswer)
+                     else "timeout" if outcome.error_type == "timeout_error" else "connection_error")
+            rec[6] = (etype, None, None)
+        rec[5] = (base, attempt_no, key_index, status, etype, ctx.model, ctx.endpoint)
+        return outcome
+
     async def _answer(self, ctx, resp):
         """The answer's status line and headers decide what it is; a body is only read (capped)
         when the answer is not a stream."""
-        status = resp.status
+        status = ctx.upstream_status = resp.status
         limit = self.max_response_bytes
         if status >= 400:
             try:
@@ -280,6 +317,13 @@ def _whole_events_end(data, start: int = 0) -> int:
 def _ends_stream(events: bytes) -> bool:
     """Whether whole SSE ``events`` hold one that ends an Anthropic stream (message_stop, error)."""
     return events.startswith(_ENDING_EVENTS) or any(line in events for line in _ENDING_LINES)
+
+
+def _attempt_span_base(provider) -> tuple:
+    """What every upstream attempt span of ``provider`` carries: (provider name, server address,
+    server port)."""
+    url = urlsplit(provider.base_url)
+    return provider.name, url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
 
 
 def _close(resp) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, AsyncIterator, Callable, ClassVar, Mapping, Protocol
 
-from opentelemetry.trace import get_current_span
+from loguru import logger
+from . import tracing as _tracing
 
 __all__ = [
     "ANTHROPIC", "OPENAI", "WIRE_FORMATS", "BufferedResponse", "Context", "Middleware", "Response",
@@ -102,8 +103,21 @@ class Context:
     upstream_attempts: int = 0  # HTTP exchanges made for this attempt (retries and key failover)
     stop_sequences: list | None = None  # the client's stop_sequences (stop_reason needs them)
     response: Response | None = None
-    answer_facts: Any = None  # what the passthrough's answer checks noted (usage, stop reason)
+    answer_facts: Any = None  # what the answer noted (usage, stop reason, model): AnswerFacts-like
     slots: dict = field(default_factory=dict)  # stage -> its private per-attempt data
+    # ---- the request's outcome, set by ``finish`` (the server calls it once, when the answer is
+    # complete: buffered when returned, a stream when it ends or fails, errors included)
+    status: int = 0  # the HTTP status sent (499: the client went away before an answer was sent)
+    error_type: str | None = None  # Anthropic error type, or "client_closed"; None on success
+    input_tokens: int | None = None  # token usage of the answer, when the gateway saw it
+    output_tokens: int | None = None
+    finish_reason: str | None = None  # the answer's stop reason (Anthropic's: end_turn, tool_use...)
+    response_model: str | None = None  # the model the upstream says answered
+    first_token_at: float | None = None  # time.perf_counter() of the first streamed answer byte
+    finished_at: float | None = None  # time.perf_counter() when finish ran
+    on_finish: list = field(default_factory=list)  # callables fn(ctx), run once by finish
+    # ---- tracing (vandamme.tracing): what the upstream attempt span reports
+    upstream_status: int = 0  # HTTP status of the last upstream answer's head (0: none received)
 
     def start_attempt(self, index: int, provider: Any, model: str) -> None:
         """Begin an attempt at ``targets[index]`` from the client's request."""
@@ -123,6 +137,33 @@ class Context:
         self.answer_facts = None
         self.slots = {}
 
+    def finish(self, status: int, error_type: str | None = None) -> None:
+        """The answer is complete (or failed, or the client went away): record the outcome, fold in
+        what the answer noted (``answer_facts``: usage, stop reason, model) where a stage did not
+        set it, and run the ``on_finish`` callbacks. Only the first call counts; a failing callback
+        is logged and never reaches the client."""
+        if self.finished_at is not None:
+            return
+        self.finished_at = time.perf_counter()
+        self.status = status
+        self.error_type = error_type
+        facts = self.answer_facts
+        if facts is not None:
+            if self.input_tokens is None:
+                self.input_tokens = facts.input_tokens
+            if self.output_tokens is None:
+                self.output_tokens = facts.output_tokens
+            if self.finish_reason is None:
+                self.finish_reason = facts.stop_reason
+            if self.response_model is None:
+                self.response_model = facts.model
+        for fn in self.on_finish:
+            try:
+                fn(self)
+            except Exception as exc:  # noqa: BLE001 - telemetry never fails a request
+                logger.opt(exception=exc).error("{} on_finish callback {!r} failed: {}", self.request_id,
+                                                getattr(fn, "__qualname__", fn), type(exc).__name__)
+
     def slot(self, owner: Any) -> dict:
         """Data private to ``owner`` (a stage) for this attempt."""
         data = self.slots.get(owner)
@@ -141,8 +182,9 @@ class Stage(Protocol):
 
 
 def recording() -> bool:
-    """Whether the request's current span is being recorded (sampled)."""
-    return get_current_span().is_recording()
+    """Whether the request being served is traced (sampled): its spans are being recorded
+    (``vandamme.tracing``)."""
+    return _tracing.current() is not None
 
 
 class Middleware:

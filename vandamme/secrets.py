@@ -4,7 +4,9 @@ Upstreams echo keys in their error messages ("Incorrect API key provided: sk-...
 failover every key of a ring would be exposed in turn. :func:`scrub` replaces each known secret in a
 text; it is applied where text leaves the gateway: every error body and stream error event
 (``transforms.errors``), every log line (a loguru patcher, ``engine.logs``) and every span event or
-status description (``engine.pipeline``, the upstream and server spans).
+status description (``engine.telemetry`` turns a failed stage's, attempt's or request's exception
+into its scrubbed type and message when the request ends; :func:`record_error` does it for a span
+that code opens itself).
 
 Known secrets are the static keys of every compiled spec of this process (:func:`add_keys`, called
 by the compiler; a key removed by a reload stays known) and the keys of the request being served
@@ -73,9 +75,10 @@ def scrub(text: str) -> str:
 
 
 def record_error(span: Any, exc: BaseException) -> None:
-    """Put a failure on an OpenTelemetry span without leaking: the exception's type and scrubbed
-    message as an ``exception`` event (no stack trace: its frames may hold values), status ERROR.
-    Spans are opened with ``record_exception=False`` so that the SDK does not record it raw."""
+    """Put a failure on a span without leaking: the exception's type and scrubbed message as an
+    ``exception`` event (no stack trace: its frames may hold values), status ERROR. ``span`` is
+    one the gateway's tracer opened (``vandamme.tracing.SpanScope``) or an OpenTelemetry span;
+    spans are opened with ``record_exception=False`` so that the exception is not recorded raw."""
     from opentelemetry.trace import Status, StatusCode
 
     span.add_event("exception", {"exception.type": type(exc).__name__,

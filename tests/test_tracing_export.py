@@ -1,0 +1,214 @@
+"""The production export path: the gateway records plain values, an exporter process of its own
+encodes them to OTLP protobuf and posts them to the endpoint (a local OTLP/HTTP sink on
+127.0.0.1, decoded here with the official protobuf classes). The spans that arrive have
+consistent ids and parent links, the conventions' attributes, the incoming trace context, and
+no key; the exporter's encoding gives the same spans as the SDK path; the exporter process goes
+away with the gateway."""
+from __future__ import annotations
+
+import asyncio
+import json
+import marshal
+import threading
+
+import anthropic
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from engine.compiler import settings_from
+from engine.span_export import Encoder, SpanExport
+from engine.telemetry import readable_spans, tracer_provider_for
+from fakes.openai_upstream import FakeOpenAI, Reply
+from fakes.otlp_sink import OTLPSink
+from harness import LiveGateway
+from vandamme.tracing import NAMES
+
+KEY = "sk-export-canary-ZZZZ9999"
+USER = [{"role": "user", "content": "hello exporter"}]
+BODY = {"model": "gpt-4o", "max_tokens": 20, "messages": USER}
+
+
+def spec(extra: str = "", server: str = "max_retries: 0"):
+    return lambda u: f"""
+version: 1
+server: {{{server}}}
+default_provider: oa
+providers:
+  oa: {{format: openai, base_url: "{u['oa']}", api_keys: [{KEY}]}}
+{extra}"""
+
+
+def value(v):
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def spans_of(sink: OTLPSink) -> list[dict]:
+    out = []
+    for req in sink.exports:
+        for rs in req.resource_spans:
+            resource = {a.key: value(a.value) for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    out.append({"name": s.name, "kind": s.kind, "trace": s.trace_id.hex(), "id": s.span_id.hex(),
+                                "parent": s.parent_span_id.hex(), "start": s.start_time_unix_nano,
+                                "end": s.end_time_unix_nano, "status": s.status.code, "flags": s.flags,
+                                "attrs": {a.key: value(a.value) for a in s.attributes},
+                                "events": [e.name for e in s.events], "resource": resource,
+                                "scope": ss.scope.name, "state": s.trace_state})
+    return out
+
+
+@pytest.fixture
+def sink():
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    s = OTLPSink()
+    asyncio.run_coroutine_threadsafe(s.__aenter__(), loop).result(10)
+    try:
+        yield s
+    finally:
+        asyncio.run_coroutine_threadsafe(s.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def export_for(sink, **telemetry) -> SpanExport:
+    export = tracer_provider_for(settings_from({"telemetry": {"service_name": "vdm-export",
+                                                              "otlp_endpoint": sink.base_url, **telemetry}}),
+                                 environ={})
+    assert isinstance(export, SpanExport)
+    return export
+
+
+def test_spans_reach_the_endpoint_from_the_exporter_process(tmp_path, sink):
+    export = export_for(sink)
+    fake = FakeOpenAI()
+    fake.enqueue(Reply(), Reply(text="a streamed answer"), Reply(status=401, error_message=f"Incorrect API key: {KEY}"))
+    try:
+        with LiveGateway(spec(), {"oa": fake}, tmp_path, tracer_provider=export) as gw:
+            c = anthropic.Anthropic(base_url=gw.base_url, api_key="x", max_retries=0, timeout=15)
+            c.messages.create(**BODY)
+            with c.messages.stream(**BODY) as stream:
+                stream.get_final_message()
+            r = httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15)
+            assert r.status_code == 401 and "[REDACTED]" in r.text
+            assert export.force_flush(10_000)
+            proc = export._proc
+            assert proc is not None and proc.poll() is None  # one exporter process, running
+    finally:
+        export.shutdown()
+    assert proc.wait(10) == 0  # it went away with the gateway's pipe
+    spans = spans_of(sink)
+    assert {s["resource"]["service.name"] for s in spans} == {"vdm-export"}
+    assert {s["scope"] for s in spans} == {"vandamme"}
+    traces = {}
+    for s in spans:
+        traces.setdefault(s["trace"], []).append(s)
+    assert len(traces) == 3
+    for trace in traces.values():
+        ids = {s["id"] for s in trace}
+        assert len(ids) == len(trace)  # every span its own id
+        [server] = [s for s in trace if s["kind"] == Span.SPAN_KIND_SERVER]
+        assert server["parent"] == "" and server["name"] == "POST /v1/messages"
+        for s in trace:
+            assert s["start"] <= s["end"]
+            if s is not server:
+                assert s["parent"] in ids  # parent links inside the trace
+        stages = [s for s in trace if "vandamme.stage" in s["attrs"]]
+        assert {"parse", "validate", "resolve_target", "dispatch", "anthropic_to_openai", "upstream"} <= \
+            {s["name"] for s in stages}
+        by_id = {s["id"]: s for s in trace}
+        [attempt] = [s for s in trace if s["name"] == "upstream.attempt"]
+        assert attempt["kind"] == Span.SPAN_KIND_CLIENT and by_id[attempt["parent"]]["name"] == "upstream"
+        assert attempt["attrs"]["server.address"] == "127.0.0.1" and attempt["attrs"]["vandamme.attempt"] == 1
+    servers = sorted((s for s in spans if s["kind"] == Span.SPAN_KIND_SERVER), key=lambda s: s["start"])
+    ok, streamed, refused = (s["attrs"] for s in servers)
+    assert ok["http.response.status_code"] == 200 and ok["gen_ai.operation.name"] == "chat"
+    assert (ok["gen_ai.usage.input_tokens"], ok["gen_ai.usage.output_tokens"]) == (12, 7)
+    assert ok["gen_ai.response.finish_reasons"] == ["end_turn"] and ok["gen_ai.request.max_tokens"] == 20
+    assert streamed["gen_ai.request.stream"] is True and streamed["gen_ai.usage.output_tokens"] == 7
+    assert refused["http.response.status_code"] == 401 and refused["error.type"] == "authentication_error"
+    [failed] = [s for s in spans if s["name"] == "upstream.attempt" and s["attrs"].get("error.type")]
+    assert failed["attrs"]["error.type"] == "401" and failed["status"] == 2  # STATUS_CODE_ERROR
+    assert "exception" in {e for s in spans for e in s["events"]}
+    raw = b"".join(sink.payloads)
+    assert KEY.encode() not in raw and b"hello exporter" not in raw  # no key, no prompt
+
+
+def test_trace_context_and_sampling_through_the_exporter(tmp_path, sink):
+    export = export_for(sink, sample_ratio=0.0)
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    try:
+        with LiveGateway(spec(), {"oa": FakeOpenAI()}, tmp_path, tracer_provider=export) as gw:
+            for _ in range(3):  # ratio 0: not traced
+                assert httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15).status_code == 200
+            r = httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15,  # a sampled caller: traced
+                           headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "k=v"})
+            assert r.status_code == 200
+            assert export.force_flush(10_000)
+    finally:
+        export.shutdown()
+    spans = spans_of(sink)
+    assert spans and {s["trace"] for s in spans} == {trace_id}
+    [server] = [s for s in spans if s["kind"] == Span.SPAN_KIND_SERVER]
+    assert server["parent"] == parent_id and server["flags"] & 0x300 == 0x300  # the parent is remote
+    assert {s["state"] for s in spans} == {"k=v"}
+
+
+def test_content_is_exported_only_when_opted_in(tmp_path, sink):
+    export = export_for(sink)
+    try:
+        with LiveGateway(spec("telemetry: {capture_content: true}\n"), {"oa": FakeOpenAI()}, tmp_path,
+                         tracer_provider=export) as gw:
+            assert httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15).status_code == 200
+            assert export.force_flush(10_000)
+    finally:
+        export.shutdown()
+    [server] = [s for s in spans_of(sink) if s["kind"] == Span.SPAN_KIND_SERVER]
+    assert json.loads(server["attrs"]["gen_ai.input.messages"])[0]["parts"][0]["content"] == "hello exporter"
+    assert json.loads(server["attrs"]["gen_ai.output.messages"])[0]["role"] == "assistant"
+
+
+def test_the_exporter_encodes_what_the_sdk_path_builds(tmp_path):
+    """The hand-written OTLP encoder and the SDK ReadableSpans agree on every span of a record."""
+    records = []
+    export = SpanExport("http://127.0.0.1:9/v1/traces", {"service.name": "x"})
+    export.submit = records.append  # keep the records instead of sending them
+    fake = FakeOpenAI()
+    fake.enqueue(Reply(status=503, error_message="busy"), Reply())
+    try:
+        with LiveGateway(spec(server="max_retries: 1, retry_backoff: 0.01"), {"oa": fake}, tmp_path,
+                         tracer_provider=export) as gw:
+            assert httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15,
+                              headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}).status_code == 200
+    finally:
+        export._closed = True
+    [record] = records
+    record = marshal.loads(marshal.dumps(record))  # what crosses the pipe
+    ids = [bytes([i + 1]) * 8 for i in range(64)]
+    encoder = Encoder({"service.name": "x"})
+    encoder.names.extend(NAMES)
+    out: list[bytes] = []
+    encoder.spans(record, out, ids=lambda n: ids[:n])
+    proto = ExportTraceServiceRequest.FromString(encoder.request(out)).resource_spans[0].scope_spans[0].spans
+    sdk = readable_spans(record, None, None)
+    assert len(proto) == len(sdk) >= 12
+    sdk_id = {s.context.span_id: i for i, s in enumerate(sdk)}
+    for p, s in zip(proto, sdk):
+        assert p.name == s.name
+        assert p.kind - 1 == s.kind.value  # OTLP numbers SpanKind one higher than the API enum
+        assert (p.start_time_unix_nano, p.end_time_unix_nano) == (s.start_time, s.end_time)
+        assert {a.key: value(a.value) for a in p.attributes} == {k: (list(v) if isinstance(v, tuple) else v)
+                                                                 for k, v in s.attributes.items()}
+        assert p.status.code == s.status.status_code.value and [e.name for e in p.events] == [e.name for e in s.events]
+        assert p.trace_id.hex() == "1" * 32
+        if s.parent.is_remote:
+            assert p.parent_span_id.hex() == "2" * 16
+        else:
+            assert p.parent_span_id == ids[sdk_id[s.parent.span_id]]
