@@ -25,7 +25,7 @@ validate: $(STAMP)
 
 # The middleware part of schemas/vandamme.schema.json, generated from the stage registry.
 schema: $(STAMP)
-	$(BIN)/python -m engine.schema --write
+	$(BIN)/python -m vandamme.engine.schema --write
 
 # The real Claude Code CLI for the end-to-end test, in a git-ignored folder of the repo.
 # Skipped (not failed) where npm is missing: the test prints why.

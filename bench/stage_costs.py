@@ -1,9 +1,9 @@
 """Per-stage cost of a Vandamme request, from the stage spans (docs/performance.md, "Per-stage cost").
 
-In this one process: the real gateway is built from ``bench/specs`` (``engine.loader.load_spec`` +
-``engine.compiler.compile_gateway``) with an OpenTelemetry SDK ``TracerProvider`` whose processor is
+In this one process: the real gateway is built from ``bench/specs`` (``vandamme.engine.loader.load_spec`` +
+``vandamme.engine.compiler.compile_gateway``) with an OpenTelemetry SDK ``TracerProvider`` whose processor is
 ``SimpleSpanProcessor(InMemorySpanExporter)``, and served by the real Sanic server
-(``engine.server.create_app`` + ``app.create_server``) on 127.0.0.1. Its providers point at the
+(``vandamme.engine.server.create_app`` + ``app.create_server``) on 127.0.0.1. Its providers point at the
 static nginx upstream of ``bench/run.py`` (reused when it already listens on the upstream port,
 else started here; an aiohttp stand-in serving the same answers when nginx is missing). A client
 subprocess (aiohttp, pinned to the other core) sends ``--warmup`` + ``--n`` sequential requests per
@@ -221,8 +221,8 @@ def ensure_upstream(port: int, cpu: str | None) -> Child | None:
 
 # ---------------------------------------------------------------- gateway in this process
 def build_gateway(spec_dir: Path, up_port: int, port: int, mode: str, tracer_provider):
-    from engine.compiler import compile_gateway
-    from engine.loader import load_spec
+    from vandamme.engine.compiler import compile_gateway
+    from vandamme.engine.loader import load_spec
 
     environ = {"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": f"http://{HOST}:{up_port}/{mode}/v1",
                "ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": f"http://{HOST}:{up_port}/{mode}",
@@ -239,7 +239,7 @@ class Served:
         self.gateway, self.port, self.server = gateway, port, None
 
     async def __aenter__(self):
-        from engine.server import create_app
+        from vandamme.engine.server import create_app
         app = create_app(self.gateway)
         app.config.TOUCHUP = not Served.touched
         Served.touched = True
@@ -571,7 +571,7 @@ def main() -> int:
         return 2
     os.environ.pop("OTEL_TRACES_SAMPLER", None)
     os.environ.pop("OTEL_TRACES_SAMPLER_ARG", None)
-    from engine.logs import setup_logging
+    from vandamme.engine.logs import setup_logging
     setup_logging("WARNING")
     WORK.mkdir(parents=True, exist_ok=True)
     paths = bodies.write_all(WORK / "bodies")

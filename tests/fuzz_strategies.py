@@ -24,7 +24,7 @@ from urllib.parse import quote
 import orjson
 from hypothesis import strategies as st
 
-from engine.loader import _subtree as node_paths
+from vandamme.engine.loader import _subtree as node_paths
 
 # Model names the fuzz gateway (tests/test_fuzz.py) knows: its default provider, each provider by
 # prefix, an alias per provider, the two fallback routes, the two middleware routes, a Claude

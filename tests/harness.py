@@ -11,22 +11,22 @@ import sys
 import threading
 from pathlib import Path
 
-from engine.compiler import compile_gateway
-from engine.loader import load_spec
-from engine.server import create_app
+from vandamme.engine.compiler import compile_gateway
+from vandamme.engine.loader import load_spec
+from vandamme.engine.server import create_app
 
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args, env=None, cwd=ROOT, pythonpath=(), timeout=60) -> subprocess.CompletedProcess:
-    """`vandamme ARGS` as a real subprocess (``python -m engine.cli``), without the environment's
+    """`vandamme ARGS` as a real subprocess (``python -m vandamme.engine.cli``), without the environment's
     *_API_KEY variables; ``pythonpath`` puts folders (an installed plugin, test stages) first."""
     e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     e.update(env or {})
     if pythonpath:
         e["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vandamme.engine.cli", *args], capture_output=True, text=True,
                           env=e, cwd=cwd, timeout=timeout)
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vandamme.sources import Source, SourceMap, SpecErrors
-from transforms.aliases import AliasIndex, normalize
+from vandamme.transforms.aliases import AliasIndex, normalize
 
 
 def spec(**over):

@@ -1,9 +1,9 @@
 """In-process handler tests with sanic-testing's ASGI client (no network)."""
 import pytest
 
-from engine.compiler import compile_gateway
-from engine.loader import load_spec
-from engine.server import create_app
+from vandamme.engine.compiler import compile_gateway
+from vandamme.engine.loader import load_spec
+from vandamme.engine.server import create_app
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import sys
 
 from harness import ROOT, run_cli
 
-VANDAMME = [sys.executable, "-m", "engine.cli"]
+VANDAMME = [sys.executable, "-m", "vandamme.engine.cli"]
 
 
 run = run_cli
@@ -37,8 +37,16 @@ def test_validate_json_format(tmp_path):
 
 
 def test_usage_error_exits_2():
-    assert run("validate").returncode == 2
+    assert run("validate", "--format", "xml").returncode == 2
     assert run("nonsense").returncode == 2
+
+
+def test_without_a_folder_the_packaged_specs_are_used(tmp_path):
+    """No folder, no ./specs, no $VDM_SPECS, no `config setup` folder: the specs in the package."""
+    r = run_cli("validate", cwd=tmp_path, env={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "c"),
+                                               "OPENAI_API_KEY": "sk-packaged-specs-0001"})
+    assert r.returncode == 0, r.stderr
+    assert "default_specs: valid" in r.stdout
 
 
 def test_config_show_masks_env_keys():

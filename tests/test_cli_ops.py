@@ -323,7 +323,7 @@ def _all_parsers(ap: argparse.ArgumentParser, prefix=("vandamme",)):
 
 
 def test_help_describes_every_option_of_every_command():
-    from engine.cli import parser
+    from vandamme.engine.cli import parser
 
     missing = []
     for path, ap in _all_parsers(parser()):
@@ -343,7 +343,7 @@ def test_progress_line_only_on_a_terminal():
     import io
     import time
 
-    from engine.cli_output import Progress
+    from vandamme.engine.cli_output import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

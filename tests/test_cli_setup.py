@@ -24,7 +24,7 @@ def run_with_input(*args, stdin: str, env=None, timeout=60) -> subprocess.Comple
     """run_cli with answers on stdin (run_cli leaves stdin alone)."""
     e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vandamme.engine.cli", *args], input=stdin, capture_output=True,
                           text=True, env=e, cwd=ROOT, timeout=timeout)
 
 
@@ -80,7 +80,7 @@ def test_setup_keeps_other_variables_of_an_existing_env_and_needs_force_to_repla
     assert first.returncode == 0, first.stderr
     assert again.returncode == 1 and "exists: pass --force to replace it" in again.stderr
     assert forced.returncode == 0, forced.stderr
-    from engine.cli_env import read_env_file
+    from vandamme.engine.cli_env import read_env_file
 
     assert read_env_file(out / ".env") == {"OTHER": "kept value", "GROQ_API_KEY": "gsk-new-key-8888yyyy"}
     assert mode(out / ".env") == 0o600
@@ -167,7 +167,7 @@ def test_setup_interactive_on_a_terminal_reads_the_key_without_echo(tmp_path):
     answers = [a.format(out=out) for a in ANSWERS]
     master, slave = pty.openpty()
     e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "config", "setup"], stdin=slave, stdout=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "config", "setup"], stdin=slave, stdout=slave,
                             stderr=slave, env=e, cwd=ROOT, start_new_session=True,
                             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(slave)
@@ -206,7 +206,7 @@ def test_setup_interactive_on_a_terminal_reads_the_key_without_echo(tmp_path):
 
 
 def test_env_file_values_read_back_by_sh_and_by_the_cli(tmp_path, monkeypatch):
-    from engine.cli_env import environ_for, read_env_file, write_env_file
+    from vandamme.engine.cli_env import environ_for, read_env_file, write_env_file
 
     values = {"PLAIN": "sk-abc_123/+=", "RING": "k1-aaaa k2-bbbb", "QUOTE": "it's \"odd\" $HOME \\ x",
               "BANG": "!PASSTHRU"}

@@ -135,7 +135,7 @@ def test_wrap_stops_its_gateway_on_ctrl_c_and_sigterm(tmp_path, standin, sig):
     folder = spec_folder(tmp_path, port=free_port())
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(STANDIN_SLEEP="60")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "wrap", "--dir", str(folder), "--claude", str(claude),
+    proc = subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "wrap", "--dir", str(folder), "--claude", str(claude),
                              "claude"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -195,7 +195,7 @@ providers:
                "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
         e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "ANTHROPIC_BASE_URL"}
         e.update(env)
-        r = subprocess.run([sys.executable, "-m", "engine.cli", "wrap", "--dir", str(folder), "--claude", str(CLAUDE),
+        r = subprocess.run([sys.executable, "-m", "vandamme.engine.cli", "wrap", "--dir", str(folder), "--claude", str(CLAUDE),
                             "claude", "-p", "Say hello"], cwd=ROOT, env=e, capture_output=True, text=True,
                            timeout=180, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -1,12 +1,12 @@
-"""engine.config_show.render_config: effective YAML, source comments, masked secrets."""
+"""vandamme.engine.config_show.render_config: effective YAML, source comments, masked secrets."""
 from __future__ import annotations
 
 import pathlib
 
 from ruamel.yaml import YAML
 
-from engine.config_show import mask_secret, render_config
-from engine.loader import LoadedSpec, load_spec
+from vandamme.engine.config_show import mask_secret, render_config
+from vandamme.engine.loader import LoadedSpec, load_spec
 from vandamme.sources import Source, SourceMap
 
 SPEC = """\

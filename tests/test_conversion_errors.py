@@ -6,15 +6,15 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from transforms.errors import GatewayError
-from transforms.token_estimate import (
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.token_estimate import (
     IMAGE_DEFAULT_TOKENS,
     estimate_tokens,
     image_size,
     image_tokens,
     text_tokens,
 )
-from transforms.upstream_errors import connection_error, timeout_error, upstream_error
+from vandamme.transforms.upstream_errors import connection_error, timeout_error, upstream_error
 
 
 def openai_error(message, etype="invalid_request_error", code=None):

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_conversion_stream import check_grammar
-from transforms.openai_stream import StreamConverter, assemble, parse_sse
-from transforms.openai_to_anthropic import convert_response
+from vandamme.transforms.openai_stream import StreamConverter, assemble, parse_sse
+from vandamme.transforms.openai_to_anthropic import convert_response
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,14 +1,14 @@
 """Anthropic Messages request -> OpenAI chat completions request."""
 import pytest
 
-from transforms.anthropic_to_openai import (
+from vandamme.transforms.anthropic_to_openai import (
     TOOL_ERROR_PREFIX,
     TOOL_IMAGE_PLACEHOLDER,
     RequestConverter,
     reasoning_effort,
     validate_request,
 )
-from transforms.errors import GatewayError
+from vandamme.transforms.errors import GatewayError
 
 CONV = RequestConverter()
 IMG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}

@@ -3,9 +3,9 @@ import logging
 
 import pytest
 
-from transforms.errors import GatewayError
-from transforms.openai_to_anthropic import convert_response
-from transforms.response_rules import RAW_ARGUMENTS_KEY, message_id
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.openai_to_anthropic import convert_response
+from vandamme.transforms.response_rules import RAW_ARGUMENTS_KEY, message_id
 
 
 def completion(message, finish="stop", usage=None, **choice_extra):

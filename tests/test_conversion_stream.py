@@ -14,11 +14,11 @@ from tests.fakes.openai_upstream import (
     build_completion,
     encode_stream,
 )
-from transforms.anthropic_to_openai import RequestConverter
-from transforms.conversion_stages import AnthropicToOpenAI, OpenAIToAnthropic, convert_stream
-from transforms.errors import GatewayError
-from transforms.openai_stream import PING, StreamConverter, assemble, parse_sse
-from transforms.openai_to_anthropic import convert_response
+from vandamme.transforms.anthropic_to_openai import RequestConverter
+from vandamme.transforms.conversion_stages import AnthropicToOpenAI, OpenAIToAnthropic, convert_stream
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.openai_stream import PING, StreamConverter, assemble, parse_sse
+from vandamme.transforms.openai_to_anthropic import convert_response
 
 
 def check_grammar(events):

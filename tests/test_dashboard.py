@@ -1,4 +1,4 @@
-"""The dashboard (/dashboard/, engine/dashboard.py): its state endpoint and static files over HTTP,
+"""The dashboard (/dashboard/, vandamme/engine/dashboard.py): its state endpoint and static files over HTTP,
 and the page itself in headless Debian chromium (driven by Playwright, never a downloaded browser)
 in front of a live gateway with real traffic from the official anthropic SDK: the figures it shows
 must be those of /metrics/running-totals, its last-requests table must list the requests sent, and
@@ -17,7 +17,7 @@ import anthropic
 import httpx
 import pytest
 
-from engine.version import VERSION
+from vandamme.engine.version import VERSION
 from fakes.anthropic_upstream import AnthropicReply, FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI, Reply
 from harness import ROOT, LiveGateway
@@ -218,7 +218,7 @@ def wait_ticks(page, at_least: int, limit: float = 20.0) -> None:
 def need_metrics(gw) -> None:
     r = get(gw, "/metrics/running-totals")
     if r.status_code == 404:
-        pytest.skip("/metrics/running-totals is not served (engine/metrics.py missing): nothing to compare")
+        pytest.skip("/metrics/running-totals is not served (vandamme/engine/metrics.py missing): nothing to compare")
     assert r.status_code == 200, r.text
 
 

@@ -3,7 +3,7 @@ import orjson
 from multidict import CIMultiDict
 
 from vandamme.kernel import Context
-from transforms.request_stages import DecodeBody, RepeatedParts
+from vandamme.transforms.request_stages import DecodeBody, RepeatedParts
 
 TOOLS = [{"name": f"t{i}", "description": "d", "input_schema": {"type": "object"}} for i in range(3)]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.cli import main
+from vandamme.engine.cli import main
 
 SPEC = """\
 version: 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 
-from engine.compiler import compile_gateway
-from engine.explain import (declared_resolver, explain, explain_json, live_resolver, request_features,
+from vandamme.engine.compiler import compile_gateway
+from vandamme.engine.explain import (declared_resolver, explain, explain_json, live_resolver, request_features,
                             resolver_for)
-from engine.loader import LoadedSpec, load_spec
-from transforms.resolve_stage import ResolveTarget
+from vandamme.engine.loader import LoadedSpec, load_spec
+from vandamme.transforms.resolve_stage import ResolveTarget
 from vandamme.sources import Source, SourceMap
 
 DATA = {

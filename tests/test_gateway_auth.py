@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from engine.config_show import render_config
-from engine.loader import load_spec
+from vandamme.engine.config_show import render_config
+from vandamme.engine.loader import load_spec
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.loopback import LoopbackServer
 from fakes.openai_upstream import FakeOpenAI

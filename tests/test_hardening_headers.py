@@ -1,4 +1,4 @@
-"""Header templates (transforms/headers.py): names outside the documented variables, templates
+"""Header templates (vandamme/transforms/headers.py): names outside the documented variables, templates
 loading other templates and huge values are spec errors at file:line:col (never a traceback);
 per-request failures are clean errors; ``request`` exposes its id only; a client header value
 with control characters is the client's error (400)."""
@@ -12,10 +12,10 @@ import sys
 import httpx
 import pytest
 
-from engine.cli import main
+from vandamme.engine.cli import main
 from fakes.anthropic_upstream import FakeAnthropic
 from harness import LiveGateway
-from transforms.headers import MAX_VALUE
+from vandamme.transforms.headers import MAX_VALUE
 
 PROVIDER = """version: 1
 default_provider: p
@@ -53,7 +53,7 @@ def report(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("specs")
     bad = "".join(f"      X-Bad{i}: {json.dumps(t)}\n" for i, (t, _) in enumerate(BAD))
     (folder / "s.yaml").write_text(PROVIDER + bad)
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(folder)],
+    proc = subprocess.run([sys.executable, "-m", "vandamme.engine.cli", "validate", str(folder)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     return proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""Client connections, with real sockets against the real gateway (engine/http_protocol.py): slow
+"""Client connections, with real sockets against the real gateway (vandamme/engine/http_protocol.py): slow
 clients are cut at their deadlines (server.header_timeout, body_timeout, body_min_rate) with a
 408 while a normal client is unaffected, and a request line Sanic cannot parse gets a 400."""
 from __future__ import annotations

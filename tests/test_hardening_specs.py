@@ -1,4 +1,4 @@
-"""Hostile spec folders fail fast and cleanly (engine/loader.py limits): alias bombs, deep nesting
+"""Hostile spec folders fail fast and cleanly (vandamme/engine/loader.py limits): alias bombs, deep nesting
 and huge files are spec errors with file[:line:col], never a traceback, in `vandamme validate`,
 `vandamme run` and a reload. And a reload loads and compiles off the event loop: requests are
 answered promptly while a large spec is compiled."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.compiler import compile_gateway
-from engine.loader import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES, MAX_FOLDER_BYTES, load_spec
+from vandamme.engine.compiler import compile_gateway
+from vandamme.engine.loader import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES, MAX_FOLDER_BYTES, load_spec
 from fakes.anthropic_upstream import FakeAnthropic
 from harness import LiveGateway
 
@@ -48,7 +48,7 @@ def alias_chain(depth: int) -> str:
 
 def cli(*args: str, limit: float = 20) -> tuple[int, str, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vandamme.engine.cli", *args], capture_output=True, text=True,
                           timeout=limit, cwd=ROOT)
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0
 

@@ -39,7 +39,7 @@ providers:
 
 def start(tmp_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(spec_dir(tmp_path)), "--port", str(port),
+    return subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "run", str(spec_dir(tmp_path)), "--port", str(port),
                              "--log-format", "journal"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CODE = r'''
-from engine.logs import setup_logging
+from vandamme.engine.logs import setup_logging
 from loguru import logger
 setup_logging("INFO", json=True)
 logger.debug("hidden")

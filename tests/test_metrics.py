@@ -1,4 +1,4 @@
-"""Metrics (engine/metrics.py, the record_metrics stage): counted right under concurrent traffic
+"""Metrics (vandamme/engine/metrics.py, the record_metrics stage): counted right under concurrent traffic
 through the real gateway (anthropic SDK client; real fake upstreams on 127.0.0.1), buffered and
 streamed, converted (OpenAI-format) and passthrough (Anthropic-format), upstream errors, retries,
 key failovers, fallbacks and a client that goes away; ``GET /metrics`` parsed with
@@ -15,12 +15,12 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.metrics import ModelLabels, histogram_quantile, stream_error_type
+from vandamme.engine.metrics import ModelLabels, histogram_quantile, stream_error_type
 from fakes.anthropic_upstream import AnthropicReply, FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
 from harness import LiveGateway
-from transforms.errors import error_event
+from vandamme.transforms.errors import error_event
 
 OA_KEY = "sk-oa-metrics-0123456789abcdef"
 AN_KEYS = ("sk-an-metrics-first-0123456789", "sk-an-metrics-second-0123456789")
@@ -425,7 +425,7 @@ def test_model_label_guard():
 
 
 def test_finish_runs_once_and_a_failing_callback_never_reaches_the_request():
-    from transforms.anthropic_answer import AnswerFacts
+    from vandamme.transforms.anthropic_answer import AnswerFacts
     from vandamme.kernel import Context
 
     ctx = Context("req_x", b"{}", {})

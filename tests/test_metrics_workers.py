@@ -61,7 +61,7 @@ class Served:
     def __init__(self, specs: Path, port: int, workers: int, tmp: Path):
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env["TMPDIR"] = str(tmp)  # where the private multiprocess folder goes
-        args = [sys.executable, "-m", "engine.cli", "run", str(specs)] + (["--workers", str(workers)] if workers > 1 else [])
+        args = [sys.executable, "-m", "vandamme.engine.cli", "run", str(specs)] + (["--workers", str(workers)] if workers > 1 else [])
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.base_url = f"http://127.0.0.1:{port}"

@@ -1,10 +1,10 @@
 """docs/migrating.md (coming from vandamme-proxy) stays true where it can be checked:
 
 * every environment variable the doc's tables name on Vandamme's side is read by Vandamme: set on
-  its own over the default specs, the overlays (engine/overlays.py) record it as a value's source,
-  or else engine/ or transforms/ read it by name;
+  its own over the default specs, the overlays (vandamme/engine/overlays.py) record it as a value's source,
+  or else vandamme/engine/ or vandamme/transforms/ read it by name;
 * every spec key the tables name exists in schemas/vandamme.schema.json;
-* every `vandamme ...` command the doc names parses with ``engine.cli.parser()``, and the
+* every `vandamme ...` command the doc names parses with ``vandamme.engine.cli.parser()``, and the
   `claude.vdm` console script it names is declared in pyproject.toml;
 * every endpoint the doc names on Vandamme's side is a route of the app;
 * the worked example (its YAML files over a copy of the default specs, with its vandamme.env as
@@ -106,8 +106,8 @@ def _instantiate(var: str) -> str:
 def _read_by_overlays(var: str) -> bool:
     """Set ``var`` alone over the default specs: do the overlays record it as a source (or as the
     source of a coercion error)?"""
-    from engine.loader import load_files
-    from engine.overlays import apply_env
+    from vandamme.engine.loader import load_files
+    from vandamme.engine.overlays import apply_env
 
     for value in ("1", "0", "http://127.0.0.1:9"):
         data, sources, _ = load_files(SPECS)
@@ -176,8 +176,8 @@ def test_every_vandamme_command_named_parses():
     """Every `vandamme ...` command of the doc parses (SystemExit(0) — --version, --help — counts
     as parsing). The doc maps vdm's commands to `vandamme version`/`--version`, `health
     server|upstream`, `models`, `config setup` and `wrap claude` as well: this fails until each
-    of them is in engine/cli.py."""
-    from engine.cli import parser
+    of them is in vandamme/engine/cli.py."""
+    from vandamme.engine.cli import parser
 
     commands = _commands()
     assert len(commands) >= 15, commands
@@ -190,7 +190,7 @@ def test_every_vandamme_command_named_parses():
         except SystemExit as exc:
             if exc.code not in (0, None):
                 failed[command] = err.getvalue().strip().splitlines()[-1:]
-    assert not failed, f"commands in docs/migrating.md that engine.cli.parser() rejects: {failed}"
+    assert not failed, f"commands in docs/migrating.md that vandamme.engine.cli.parser() rejects: {failed}"
 
 
 def test_claude_vdm_console_script_is_declared():
@@ -200,9 +200,9 @@ def test_claude_vdm_console_script_is_declared():
 
 
 def test_every_endpoint_named_is_served():
-    from engine.compiler import compile_gateway
-    from engine.loader import load_spec
-    from engine.server import create_app
+    from vandamme.engine.compiler import compile_gateway
+    from vandamme.engine.loader import load_spec
+    from vandamme.engine.server import create_app
 
     named = set()
     for span in vandamme_column("HTTP endpoints"):
@@ -241,10 +241,10 @@ def _example_env() -> dict[str, str]:
 
 
 def test_worked_example_validates_and_routes_as_the_doc_says(tmp_path):
-    from engine.compiler import compile_gateway
-    from engine.expectations import check_expectations
-    from engine.loader import load_spec
-    from engine.spec_warnings import inactive_provider_warnings
+    from vandamme.engine.compiler import compile_gateway
+    from vandamme.engine.expectations import check_expectations
+    from vandamme.engine.loader import load_spec
+    from vandamme.engine.spec_warnings import inactive_provider_warnings
 
     files = _example_files()
     assert files, f"no yaml block starting with '# {EXAMPLE_DIR}<file>'"
@@ -275,8 +275,8 @@ _WORDS = {5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 
 
 def test_other_yaml_blocks_validate_over_the_default_specs(tmp_path):
-    from engine.compiler import compile_gateway
-    from engine.loader import load_spec
+    from vandamme.engine.compiler import compile_gateway
+    from vandamme.engine.loader import load_spec
 
     blocks = [b for b in fenced("yaml") if not b.splitlines()[0].startswith("# " + EXAMPLE_DIR)]
     for i, block in enumerate(blocks):

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.version import VERSION
+from vandamme.engine.version import VERSION
 from fakes.openai_upstream import FakeOpenAI
 from harness import ROOT, LiveGateway, free_port, run_cli
 
@@ -63,7 +63,7 @@ class Gateway:
         e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         e.update(env or {})
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(spec_dir), "--host", "127.0.0.1",
+        self.proc = subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "run", str(spec_dir), "--host", "127.0.0.1",
                                       "--port", str(self.port), *args], cwd=ROOT, env=e,
                                      stdout=self._out, stderr=self._err)
 
@@ -165,7 +165,7 @@ providers:
 
 UNCAUGHT = """
 import logging, warnings
-from engine.logs import setup_logging
+from vandamme.engine.logs import setup_logging
 setup_logging("INFO", json=True)
 logging.getLogger("asyncio").error("from asyncio %s", "x")
 logging.getLogger("some.library").warning("a library's %s", "line")

@@ -1,4 +1,4 @@
-"""engine.overlays: env variables set spec values, coerced with cerberus, sourced env:VAR."""
+"""vandamme.engine.overlays: env variables set spec values, coerced with cerberus, sourced env:VAR."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +6,8 @@ import copy
 import pytest
 
 from vandamme.sources import SpecErrors
-from engine.loader import load_spec
-from engine.overlays import apply_env, header_name, parse_bool, split_keys
+from vandamme.engine.loader import load_spec
+from vandamme.engine.overlays import apply_env, header_name, parse_bool, split_keys
 from vandamme.sources import Source, SourceMap
 
 BASE = {

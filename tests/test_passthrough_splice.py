@@ -2,7 +2,7 @@
 import orjson
 import pytest
 
-from transforms.passthrough import splice_model
+from vandamme.transforms.passthrough import splice_model
 
 
 def test_first_key_is_spliced_even_with_nested_model_keys():

@@ -74,7 +74,7 @@ def test_constant_crlf_and_bad_template_fail_validation(tmp_path):
     (tmp_path / "a.yaml").write_text(
         'version: 1\nproviders:\n  p:\n    format: openai\n    base_url: "http://h/v1"\n'
         '    headers:\n      X-A: "{{ \'a\\\\r\\\\nb\' }}"\n      X-B: "{{ unclosed"\n')
-    r = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "vandamme.engine.cli", "validate", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "providers.p.headers" in r.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 import anthropic
 import httpx
 
-from engine.compiler import compile_gateway
-from engine.loader import load_spec
+from vandamme.engine.compiler import compile_gateway
+from vandamme.engine.loader import load_spec
 from fakes.anthropic_upstream import AnthropicReply, FakeAnthropic
 from harness import LiveGateway, free_port
 
@@ -83,7 +83,7 @@ def test_sighup_reloads_a_running_server(tmp_path):
            "  o: {format: openai, base_url: 'http://127.0.0.1:9/v1', requires_key: false}\n" % port
     (specs / "a.yaml").write_text(body)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(specs)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "run", str(specs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/health"

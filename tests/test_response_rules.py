@@ -4,10 +4,10 @@ boundaries (StreamConverter, rebuilt with assemble)."""
 import orjson
 import pytest
 
-from transforms.errors import GatewayError
-from transforms.openai_stream import StreamConverter, assemble
-from transforms.openai_to_anthropic import convert_response
-from transforms.response_rules import message_usage, stop_reason
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.openai_stream import StreamConverter, assemble
+from vandamme.transforms.openai_to_anthropic import convert_response
+from vandamme.transforms.response_rules import message_usage, stop_reason
 
 STOPS = ["END", "###"]
 CALLS = [{"id": "call_a", "type": "function",

@@ -9,11 +9,11 @@ from multidict import CIMultiDict
 from vandamme.sources import SpecErrors
 from vandamme.kernel import Context
 from vandamme.sources import Source, SourceMap
-from transforms.aliases import AliasIndex
-from transforms.errors import GatewayError
-from transforms.resolve_stage import ResolveTarget
-from transforms.routing import RequestFeatures, Router
-from transforms.token_estimate import estimate_tokens
+from vandamme.transforms.aliases import AliasIndex
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.resolve_stage import ResolveTarget
+from vandamme.transforms.routing import RequestFeatures, Router
+from vandamme.transforms.token_estimate import estimate_tokens
 
 
 def spec(routes):
@@ -184,7 +184,7 @@ def stage_for(routes, active=("openai", "anthropic", "gemini")):
 def ctx_for(b, headers=None):
     import orjson
     import msgspec
-    from transforms.request_stages import RequestHead
+    from vandamme.transforms.request_stages import RequestHead
     raw = orjson.dumps(b)
     c = Context(request_id="r1", raw_body=raw, headers=CIMultiDict(headers or {}))
     c.head = msgspec.json.decode(raw, type=RequestHead)  # what the `parse` stage sets
@@ -244,7 +244,7 @@ async def test_stage_unknown_route_provider_is_404():
 
 async def test_front_rejects_empty_model_before_resolution():
     import orjson
-    from transforms.request_stages import Parse, Validate
+    from vandamme.transforms.request_stages import Parse, Validate
     c = Context(request_id="r1", raw_body=orjson.dumps(body(model="")), headers=CIMultiDict())
     await Parse().run(c)
     with pytest.raises(GatewayError) as ei:

@@ -208,7 +208,7 @@ def cli_outputs(folder: Path) -> dict[str, subprocess.CompletedProcess]:
     """``config show``, ``validate`` and ``validate --format json`` on ``folder``, run at once."""
     commands = {"config show": ["config", "show"], "validate": ["validate"],
                 "validate --format json": ["validate", "--format", "json"]}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "engine.cli", *args, str(folder)], cwd=ROOT, text=True,
+    procs = {name: subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", *args, str(folder)], cwd=ROOT, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for name, args in commands.items()}
     out = {}

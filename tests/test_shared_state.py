@@ -1,4 +1,4 @@
-"""Shared state in Redis (state.redis_url / VDM_REDIS_URL, transforms/shared_state.py), and fair key
+"""Shared state in Redis (state.redis_url / VDM_REDIS_URL, vandamme/transforms/shared_state.py), and fair key
 rotation under `vandamme run --workers 2`.
 
 Real parts only: Debian's `redis-server` started on 127.0.0.1 on a free port (no persistence, a
@@ -126,7 +126,7 @@ class Upstream:
 def vandamme_command() -> list[str]:
     """`vandamme` as installed (`make test` installs it), else the module behind it."""
     script = Path(sys.executable).parent / "vandamme"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vandamme.engine.cli"]
 
 
 class Gateway:
@@ -406,8 +406,8 @@ def test_redis_frozen_requests_still_succeed(cluster):
 
 def test_without_redis_url_rings_and_caches_get_no_store(tmp_path):
     """No state block: the in-process path is the old one (no store object on any ring or cache)."""
-    from engine.compiler import compile_gateway
-    from engine.loader import load_spec
+    from vandamme.engine.compiler import compile_gateway
+    from vandamme.engine.loader import load_spec
 
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
@@ -460,7 +460,7 @@ def test_workers_2_rotate_keys_fairly(tmp_path):
     """Each worker has its own ring whose turn moves by one per request, so the share of each key
     differs by at most one per worker: |requests on A - requests on B| <= WORKERS, however the
     kernel spreads the connections over the workers (Redis is not involved: the turn is not
-    shared state, see transforms/shared_state.py)."""
+    shared state, see vandamme/transforms/shared_state.py)."""
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
     with Upstream() as up:

@@ -97,8 +97,8 @@ def test_sample_ratio_zero_records_nothing(tmp_path):
 
 
 def test_sample_ratio_from_the_spec(tmp_path):
-    from engine.compiler import settings_from
-    from engine.telemetry import tracer_provider_for
+    from vandamme.engine.compiler import settings_from
+    from vandamme.engine.telemetry import tracer_provider_for
     export = tracer_provider_for(settings_from({"telemetry": {"otlp_endpoint": "http://127.0.0.1:9",
                                                               "sample_ratio": 0.25}}), environ={})
     assert (export.ratio, export.parent_based) == (0.25, True)

@@ -1,4 +1,4 @@
-"""engine.loader: reading, YAML errors with exact positions, deep merge, source map."""
+"""vandamme.engine.loader: reading, YAML errors with exact positions, deep merge, source map."""
 from __future__ import annotations
 
 import textwrap
@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from vandamme.sources import SpecErrors
-from engine.loader import LoadedSpec, load_files, load_spec
+from vandamme.engine.loader import LoadedSpec, load_files, load_spec
 from vandamme.sources import Source
 
 MINIMAL = """\

@@ -1,12 +1,12 @@
-"""engine.validation: schema and semantic errors, each with its exact file:line:col and path."""
+"""vandamme.engine.validation: schema and semantic errors, each with its exact file:line:col and path."""
 from __future__ import annotations
 
 import pytest
 
 from vandamme.sources import SpecErrors
-from engine.loader import load_spec
+from vandamme.engine.loader import load_spec
 from vandamme.sources import Source, SourceMap
-from engine.validation import normalize_alias, split_target, validate
+from vandamme.engine.validation import normalize_alias, split_target, validate
 
 HEAD = """\
 version: 1

@@ -60,7 +60,7 @@ def test_doc_mentions_merge_env_and_editor_tip():
 def test_schema_middleware_part_matches_the_registry():
     """schemas/vandamme.schema.json's middleware definitions are generated from the stage
     registry (`make schema`): every built-in stage and its config schema, so editors see them."""
-    from engine.schema import main
+    from vandamme.engine.schema import main
 
     assert main([]) == 0, "run `make schema`"
     item = SCHEMA["$defs"]["middleware_item"]

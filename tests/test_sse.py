@@ -1,10 +1,10 @@
-"""The SSE codec (transforms/sse.py): decoding bytes cut anywhere, and encoding frames."""
+"""The SSE codec (vandamme/transforms/sse.py): decoding bytes cut anywhere, and encoding frames."""
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.sse import FRAME_END, SSEDecoder, SSEEvent, encode, frame_head
+from vandamme.transforms.sse import FRAME_END, SSEDecoder, SSEEvent, encode, frame_head
 
 
 def decode(raw: bytes, cuts=()) -> list[SSEEvent]:

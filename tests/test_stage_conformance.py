@@ -15,12 +15,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from engine.declarations import apply_defaults
-from engine.graph import graph_json
+from vandamme.engine.declarations import apply_defaults
+from vandamme.engine.graph import graph_json
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI
 from harness import LiveGateway
-from transforms.registry import Registry, import_stage
+from vandamme.transforms.registry import Registry, import_stage
 from vandamme.kernel import OPENAI
 
 EXAMPLE_SRC = Path(__file__).resolve().parent.parent / "examples" / "word-limit" / "src"

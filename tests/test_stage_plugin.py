@@ -11,7 +11,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-import transforms.registry as registry_module
+import vandamme.transforms.registry as registry_module
 from fakes.openai_upstream import FakeOpenAI, Reply
 from harness import ROOT, LiveGateway, run_cli
 
@@ -128,7 +128,7 @@ def test_docs_middleware_examples_validate(tmp_path, installed):
     import re
     import shutil
 
-    from transforms.registry import Registry
+    from vandamme.transforms.registry import Registry
 
     doc = (ROOT / "docs" / "middleware.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)

@@ -5,8 +5,8 @@ import threading
 
 import anthropic
 
-from engine.compiler import settings_from
-from engine.telemetry import tracer_provider_for
+from vandamme.engine.compiler import settings_from
+from vandamme.engine.telemetry import tracer_provider_for
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.otlp_sink import OTLPSink
 from harness import LiveGateway

@@ -1,5 +1,5 @@
 """One token estimate: the ``min_input_tokens`` route condition and ``count_tokens`` give the
-same number for the same body (transforms.token_estimate.estimate_tokens), and the routes still
+same number for the same body (vandamme.transforms.token_estimate.estimate_tokens), and the routes still
 estimate only when a route asks."""
 import base64
 import struct
@@ -10,10 +10,10 @@ import orjson
 
 from fakes.openai_upstream import FakeOpenAI
 from harness import LiveGateway
-from transforms.aliases import AliasIndex
-from transforms.request_stages import RequestHead
-from transforms.routing import RequestFeatures, Router
-from transforms.token_estimate import estimate_tokens
+from vandamme.transforms.aliases import AliasIndex
+from vandamme.transforms.request_stages import RequestHead
+from vandamme.transforms.routing import RequestFeatures, Router
+from vandamme.transforms.token_estimate import estimate_tokens
 from vandamme.sources import SourceMap
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 800, 600)

@@ -17,9 +17,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from engine.compiler import settings_from
-from engine.span_export import Encoder, SpanExport
-from engine.telemetry import readable_spans, tracer_provider_for
+from vandamme.engine.compiler import settings_from
+from vandamme.engine.span_export import Encoder, SpanExport
+from vandamme.engine.telemetry import readable_spans, tracer_provider_for
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
 from harness import LiveGateway

@@ -18,8 +18,8 @@ from fakes.anthropic_upstream import sse_events
 from fakes.fault_upstream import (ANSWER, FAULTS, GAPS, PROVIDERS, FaultUpstream, answer_text, case_name, cases,
                                   model_for, providers_yaml, verdict)
 from harness import LiveGateway, free_port
-from transforms.openai_stream import parse_sse
-from transforms.upstream import Upstream
+from vandamme.transforms.openai_stream import parse_sse
+from vandamme.transforms.upstream import Upstream
 
 REQUEST_TIMEOUT = 0.5  # server.request_timeout (and connect_timeout) of the gateway under test
 MAX_RETRIES = 1

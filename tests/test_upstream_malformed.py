@@ -10,9 +10,9 @@ from aiohttp import web
 from fakes.openai_upstream import FakeOpenAI, Reply
 from harness import LiveGateway
 from tests.test_conversion_stream import check_grammar
-from transforms.errors import GatewayError
-from transforms.openai_stream import StreamConverter, parse_sse
-from transforms.openai_to_anthropic import convert_response
+from vandamme.transforms.errors import GatewayError
+from vandamme.transforms.openai_stream import StreamConverter, parse_sse
+from vandamme.transforms.openai_to_anthropic import convert_response
 
 
 def with_message(message, **choice):

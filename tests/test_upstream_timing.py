@@ -5,7 +5,7 @@ import httpx
 
 from fakes.openai_upstream import FakeOpenAI, Reply
 from harness import LiveGateway
-from transforms.upstream import backoff_delay
+from vandamme.transforms.upstream import backoff_delay
 
 
 def test_backoff_is_exponential_with_full_jitter():

@@ -78,13 +78,13 @@ class Context:
     headers: Any  # inbound request headers (case-insensitive mapping)
     endpoint: str = "messages"  # messages | count_tokens
     started: float = field(default_factory=time.perf_counter)
-    head: Any = None  # the request's top-level fields (transforms.request_stages.RequestHead)
+    head: Any = None  # the request's top-level fields (vandamme.transforms.request_stages.RequestHead)
     client_body: dict | None = None  # the whole client request decoded (lazily); never changed
     requested_model: str = ""  # the model string the client sent
     stream: bool = False
     client_name: str | None = None  # the name of the gateway key the client presented (auth on)
     gateway_key_in_client_key: bool = False  # x-api-key / Authorization hold a gateway key
-    route: Any = None  # the matched route (transforms.routing.Route) or None
+    route: Any = None  # the matched route (vandamme.transforms.routing.Route) or None
     resolution: list = field(default_factory=list)  # how the model was resolved (for logs/explain)
     targets: list = field(default_factory=list)  # [(provider, model), ...] primary then fallbacks
     fallback_errors: list = field(default_factory=list)  # (provider, model, status, type) per failed target

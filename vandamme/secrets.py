@@ -3,8 +3,8 @@
 Upstreams echo keys in their error messages ("Incorrect API key provided: sk-..."), and with key
 failover every key of a ring would be exposed in turn. :func:`scrub` replaces each known secret in a
 text; it is applied where text leaves the gateway: every error body and stream error event
-(``transforms.errors``), every log line (a loguru patcher, ``engine.logs``) and every span event or
-status description (``engine.telemetry`` turns a failed stage's, attempt's or request's exception
+(``vandamme.transforms.errors``), every log line (a loguru patcher, ``vandamme.engine.logs``) and every span event or
+status description (``vandamme.engine.telemetry`` turns a failed stage's, attempt's or request's exception
 into its scrubbed type and message when the request ends; :func:`record_error` does it for a span
 that code opens itself).
 

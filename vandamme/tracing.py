@@ -3,7 +3,7 @@
 A sampled request carries a :class:`Trace` (a context variable set by the server for the request's
 task) that collects plain values:
 
-* ``runs``: one record per pipeline run (``engine.pipeline``), ``[names, parent, provider,
+* ``runs``: one record per pipeline run (``vandamme.engine.pipeline``), ``[names, parent, provider,
   model, times, errors, first]``: ``names`` indexes the stage names in :data:`NAMES`; ``times``
   holds the stage boundaries (``time.perf_counter()`` floats: stage ``j`` from ``times[j]`` to
   ``times[j + 1]``), ``errors`` is None or ``{stage index:
@@ -14,7 +14,7 @@ task) that collects plain values:
   span per HTTP exchange; anything holding the gateway's tracer can open one with
   :meth:`RequestTracer.start_as_current_span`. ``kind`` is an OTLP SpanKind number (INTERNAL 1,
   SERVER 2, CLIENT 3) with ``data`` an attribute dict, or :data:`SERVER_INFO` /
-  :data:`ATTEMPT_INFO` with ``data`` a tuple of values in a fixed order (``engine.span_export``
+  :data:`ATTEMPT_INFO` with ``data`` a tuple of values in a fixed order (``vandamme.engine.span_export``
   turns them into the semantic-convention attributes).
 
 A parent is a *reference*: ``(run index << 10) | stage index`` for a stage span, ``-(index + 2)``
@@ -26,7 +26,7 @@ No span id is drawn and no OpenTelemetry object is made on the hot path: when th
 (for a stream, when its last byte is sent) the server hands the finished Trace to the tracer's
 *sink*, which gives every span its id (so that the parent links — server span, stage spans,
 upstream CLIENT spans — are consistent by construction) and builds the spans elsewhere: in an
-exporter process (``engine.span_export``) or an SDK TracerProvider (``engine.telemetry``).
+exporter process (``vandamme.engine.span_export``) or an SDK TracerProvider (``vandamme.engine.telemetry``).
 
 The sampling decision is taken once, when the request starts (:meth:`RequestTracer.begin`): an
 incoming W3C ``traceparent`` decides by its sampled flag (parent-based) and gives the trace id and

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from transforms.openai_stream import assemble, parse_sse
+from vandamme.transforms.openai_stream import assemble, parse_sse
 
 from .anthropic_upstream import message_json, sse_events
 from .loopback import LoopbackServer
