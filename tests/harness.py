@@ -36,6 +36,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Background:
+    """Async fakes (``async with``) served from an event loop on a thread, for subprocess tests."""
+
+    def __init__(self, *fakes):
+        self.fakes = fakes
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        for f in self.fakes:
+            asyncio.run_coroutine_threadsafe(f.__aenter__(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            for f in self.fakes:
+                asyncio.run_coroutine_threadsafe(f.__aexit__(None, None, None), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+
+
 class LiveGateway:
     """``with LiveGateway(spec_text_fn, upstreams={...}) as gw:`` → ``gw.base_url``.
 

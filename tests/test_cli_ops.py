@@ -7,13 +7,12 @@ import argparse
 import asyncio
 import importlib.metadata
 import json
-import threading
 
 from aiohttp import web
 
 from fakes.loopback import LoopbackServer
 from fakes.openai_upstream import FakeOpenAI
-from harness import LiveGateway, free_port, run_cli
+from harness import Background, LiveGateway, free_port, run_cli
 
 GOOD_KEY = "sk-good-key-1111aaaa"
 BAD_KEY = "sk-bad-key-2222bbbb"
@@ -21,29 +20,6 @@ DOWN_KEY = "sk-down-key-3333cccc"
 ANT_KEY = "sk-ant-good-4444dddd"
 AZ_KEY = "az-key-5555eeee"
 ALL_KEYS = (GOOD_KEY, BAD_KEY, DOWN_KEY, ANT_KEY, AZ_KEY)
-
-
-class Background:
-    """Async fakes served from an event loop on a thread, for the subprocess under test."""
-
-    def __init__(self, *fakes):
-        self.fakes = fakes
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for f in self.fakes:
-            asyncio.run_coroutine_threadsafe(f.__aenter__(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            for f in self.fakes:
-                asyncio.run_coroutine_threadsafe(f.__aexit__(None, None, None), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
 
 
 class ModelsUpstream(LoopbackServer):

@@ -6,7 +6,6 @@ cannot serve, a one-line error for a port in use, SIGHUP with several workers an
 are real aiohttp fakes on 127.0.0.1 in a background event loop."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -23,34 +22,11 @@ import pytest
 
 from vandamme.engine.version import VERSION
 from fakes.openai_upstream import FakeOpenAI
-from harness import ROOT, LiveGateway, free_port, run_cli
+from harness import Background, LiveGateway, ROOT, free_port, run_cli
 
 SCHEMA = ("time", "level", "message", "request_id", "provider", "model", "status", "duration_ms", "logger", "pid")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MSG = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Background:
-    """Async fakes (``async with``) served from an event loop on a thread, for subprocess tests."""
-
-    def __init__(self, *fakes):
-        self.fakes = fakes
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for f in self.fakes:
-            asyncio.run_coroutine_threadsafe(f.__aenter__(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            for f in self.fakes:
-                asyncio.run_coroutine_threadsafe(f.__aexit__(None, None, None), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
 
 
 class Gateway:

@@ -3,11 +3,9 @@ an unrelated directory — `vandamme validate` and a request served through `van
 with the specs and schema that ship inside the package."""
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -17,7 +15,7 @@ import httpx
 import pytest
 
 from fakes.openai_upstream import FakeOpenAI, Reply
-from harness import ROOT, free_port
+from harness import ROOT, Background, free_port
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +91,14 @@ def test_validate_from_an_unrelated_directory(venv, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("vandamme "), r.stdout + r.stderr
 
 
-class BackgroundLoop:
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def call(self, coro, timeout=20):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def test_run_serves_the_packaged_specs(venv, tmp_path):
-    bg = BackgroundLoop()
     fake = FakeOpenAI()
-    bg.call(fake.start())
     fake.default = Reply(text="served by the wheel")
+    with Background(fake):
+        serve_through_the_wheel(venv, tmp_path, fake)
+
+
+def serve_through_the_wheel(venv: Path, tmp_path: Path, fake: FakeOpenAI) -> None:
     port = free_port()
     env = clean_env(tmp_path, OPENAI_API_KEY="sk-wheel-test-key-0001", OPENAI_BASE_URL=fake.base_url,
                     PORT=str(port))
@@ -140,5 +127,3 @@ def test_run_serves_the_packaged_specs(venv, tmp_path):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        bg.call(fake.stop())
-        bg.stop()
