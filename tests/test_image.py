@@ -33,7 +33,7 @@ import anthropic
 import pytest
 
 from fakes.openai_upstream import FakeOpenAI, Reply
-from harness import free_port
+from harness import Background, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("VDM_TEST_IMAGE", "localhost/vandamme:test")
@@ -64,25 +64,12 @@ def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
     return proc
 
 
-class Upstream:
+class Upstream(Background):
     """A FakeOpenAI (requiring KEY) on an event loop in a background thread of this process."""
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.fake = FakeOpenAI(api_key=KEY)
-
-    def __enter__(self) -> Upstream:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+        super().__init__(self.fake)
 
     def enqueue(self, reply: Reply) -> None:
         asyncio.run_coroutine_threadsafe(self._enqueue(reply), self.loop).result(5)

@@ -10,13 +10,11 @@ assertion; every process started here is stopped in a `finally`.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +24,7 @@ import httpx
 import pytest
 
 from fakes.openai_upstream import FakeOpenAI, Reply, ToolCall
-from harness import ROOT, free_port
+from harness import Background, ROOT, free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 NO_REDIS = "redis-server is not installed (`make redis` installs Debian's; apt-get was unreachable or failed)"
@@ -95,25 +93,12 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class Upstream:
+class Upstream(Background):
     """A FakeOpenAI served from an event loop on a background thread of this test process."""
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.fake = FakeOpenAI()
-
-    def __enter__(self) -> "Upstream":
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+        super().__init__(self.fake)
 
     def enqueue(self, *replies: Reply) -> None:
         self.loop.call_soon_threadsafe(self.fake.enqueue, *replies)
