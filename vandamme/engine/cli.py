@@ -234,8 +234,20 @@ def cmd_wrap(args) -> int:
     return wrap_claude(args)
 
 
+def _spec_workers(directory: str) -> int:
+    """``server.workers`` of the spec folder (read before anything else is imported)."""
+    from .compiler import settings_from
+    from .loader import load_spec
+
+    return settings_from(load_spec(directory).data).workers
+
+
 def build_app_from_dir(directory: str, host: str | None = None, port: int | None = None):
-    """App factory (also used by Sanic's worker processes when workers > 1)."""
+    """App factory (also used by Sanic's worker processes when workers > 1: a forked worker holds
+    its parent's app under the same name, which the new one replaces)."""
+    from sanic import Sanic
+
+    Sanic._app_registry.pop("vandamme", None)
     from .compiler import compile_gateway, settings_from
     from .loader import load_spec
     from .logs import setup_logging
@@ -309,13 +321,24 @@ def cmd_run(args) -> int:
     from sanic.worker.loader import AppLoader
 
     from .logs import setup_logging
-    from .metrics import prepare_workers
-    from .server import health_problems, hold_sighup
-    from .watch import SpecWatcher, WorkerReloads, reload_self
+    from .metrics_env import prepare_workers
 
     raise_open_files_limit()
     if args.log_format:  # through the environment, so that worker processes see it too
         os.environ["LOG_FORMAT"] = args.log_format
+    try:
+        workers = args.workers or _spec_workers(args.dir)
+    except SpecErrors as exc:
+        setup_logging("INFO")
+        _print_errors(exc.errors, "text")
+        return EXIT_INVALID
+    # Several workers are forked from this process: the metrics' multiprocess folder must be in
+    # the environment before prometheus_client is first imported (by the server module, below).
+    prepare_workers(workers)
+
+    from .server import health_problems, hold_sighup
+    from .watch import SpecWatcher, WorkerReloads, reload_self
+
     hold_sighup()  # a SIGHUP while starting becomes a reload once serving, not the end of the process
     # the folder as it is before it is read: a change made while starting is seen at the first poll
     watcher = SpecWatcher(args.dir, reload_self) if args.watch else None
@@ -328,7 +351,6 @@ def cmd_run(args) -> int:
     s = app.ctx.gateway.settings
     host = args.host or s.host
     port = args.port or s.port
-    workers = args.workers or s.workers
     from loguru import logger
 
     problem = _bind_problem(host, port)
@@ -354,9 +376,17 @@ def cmd_run(args) -> int:
             app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
             return EXIT_OK
         Sanic._app_registry.pop(app.name, None)
-        prepare_workers(workers)  # metrics for the whole server: a multiprocess folder the workers share
         loader = AppLoader(factory=functools.partial(build_app_from_dir, args.dir))
         app = loader.load()
+        # Workers are forked, not spawned: they share this process's imported modules page for
+        # page instead of importing everything again (docs/performance.md, "Workers"); each then
+        # compiles the spec itself (its own pools, metrics files, span exporter, Redis link).
+        # gc.freeze keeps the collector from touching — and so copying — the shared objects.
+        Sanic.start_method = "fork"
+        import gc
+
+        gc.collect()
+        gc.freeze()
         WorkerReloads(app).install()  # SIGHUP to this (main) process reloads every worker
         app.main_process_ready(serving)
         app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)

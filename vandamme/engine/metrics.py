@@ -30,17 +30,14 @@ to each compiled gateway this server serves, with per-provider counters for the 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import glob
 import itertools
 import math
 import mmap
 import os
 import re
-import shutil
 import socket
 import struct
-import tempfile
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -59,9 +56,7 @@ from vandamme.kernel import Context, StreamingResponse
 
 from .version import VERSION
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-SINCE_ENV = "VANDAMME_METRICS_SINCE"  # the server's start (epoch s), shared by its workers
-WORKERS_ENV = "VANDAMME_METRICS_WORKERS"
+from .metrics_env import MULTIPROC_ENV, SINCE_ENV, WORKERS_ENV, prepare_workers  # noqa: F401,E402
 CLIENT_CLOSED = "client_closed"  # error type of a request whose client went away
 OTHER = "_other"  # the model label of models past metrics.max_models
 REFRESH_SECONDS = 1.0  # how often a worker updates its gauges (in flight, streams, cooldowns)
@@ -809,30 +804,6 @@ class OTLPBridge:
 
 
 # --------------------------------------------------------------------------- workers
-def prepare_workers(workers: int) -> str | None:
-    """For ``vandamme run --workers N`` (N > 1), before the workers start: a private, empty
-    folder for prometheus_client's multiprocess files (removed at exit), named in the environment
-    the workers inherit, with the server's start time and worker count. An operator's own
-    $PROMETHEUS_MULTIPROC_DIR is used instead (emptied of our files first, kept at exit)."""
-    if workers <= 1:
-        return None
-    folder = os.environ.get(MULTIPROC_ENV)
-    if folder and os.path.isdir(folder):
-        for pattern in ("*.db", "recent_*.ring"):
-            for path in glob.glob(os.path.join(folder, pattern)):
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
-    else:
-        folder = tempfile.mkdtemp(prefix="vandamme-metrics-")
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        os.environ[MULTIPROC_ENV] = folder
-    os.environ[SINCE_ENV] = repr(time.time())
-    os.environ[WORKERS_ENV] = str(workers)
-    return folder
-
-
 # --------------------------------------------------------------------------- routes
 def register_routes(app, live) -> Metrics | None:
     """``GET /metrics``, ``/metrics/running-totals``, ``/metrics/recent`` for the server ``live``
