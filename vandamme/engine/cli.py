@@ -234,17 +234,10 @@ def cmd_wrap(args) -> int:
     return wrap_claude(args)
 
 
-def _spec_workers(directory: str) -> int:
-    """``server.workers`` of the spec folder (read before anything else is imported)."""
-    from .compiler import settings_from
-    from .loader import load_spec
-
-    return settings_from(load_spec(directory).data).workers
-
-
-def build_app_from_dir(directory: str, host: str | None = None, port: int | None = None):
+def build_app_from_dir(directory: str, host: str | None = None, port: int | None = None, loaded=None):
     """App factory (also used by Sanic's worker processes when workers > 1: a forked worker holds
-    its parent's app under the same name, which the new one replaces)."""
+    its parent's app under the same name, which the new one replaces). ``loaded``: the folder
+    already read (`vandamme run` reads it once in its main process)."""
     from sanic import Sanic
 
     Sanic._app_registry.pop("vandamme", None)
@@ -254,7 +247,8 @@ def build_app_from_dir(directory: str, host: str | None = None, port: int | None
     from .server import create_app
     from .telemetry import tracer_provider_for
 
-    loaded = load_spec(directory)
+    if loaded is None:
+        loaded = load_spec(directory)
     settings = settings_from(loaded.data)
     setup_logging(settings.log_level, fmt=settings.log_format)
     tracer_provider = tracer_provider_for(settings)
@@ -320,30 +314,27 @@ def cmd_run(args) -> int:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
+    from .compiler import settings_from
+    from .loader import load_spec
     from .logs import setup_logging
     from .metrics_env import prepare_workers
+    from .watch import SpecWatcher, WorkerReloads, hold_sighup, reload_self
 
     raise_open_files_limit()
+    hold_sighup()  # a SIGHUP while starting becomes a reload once serving, not the end of the process
     if args.log_format:  # through the environment, so that worker processes see it too
         os.environ["LOG_FORMAT"] = args.log_format
-    try:
-        workers = args.workers or _spec_workers(args.dir)
-    except SpecErrors as exc:
-        setup_logging("INFO")
-        _print_errors(exc.errors, "text")
-        return EXIT_INVALID
-    # Several workers are forked from this process: the metrics' multiprocess folder must be in
-    # the environment before prometheus_client is first imported (by the server module, below).
-    prepare_workers(workers)
-
-    from .server import health_problems, hold_sighup
-    from .watch import SpecWatcher, WorkerReloads, reload_self
-
-    hold_sighup()  # a SIGHUP while starting becomes a reload once serving, not the end of the process
     # the folder as it is before it is read: a change made while starting is seen at the first poll
     watcher = SpecWatcher(args.dir, reload_self) if args.watch else None
     try:
-        app = build_app_from_dir(args.dir)
+        loaded = load_spec(args.dir)  # read once: the worker count, then the app below
+        workers = args.workers or settings_from(loaded.data).workers
+        # Several workers are forked from this process: the metrics' multiprocess folder must be
+        # in the environment before prometheus_client is first imported (by the server module).
+        prepare_workers(workers)
+        from .server import health_problems
+
+        app = build_app_from_dir(args.dir, loaded=loaded)
     except SpecErrors as exc:
         setup_logging("INFO")
         _print_errors(exc.errors, "text")

@@ -24,6 +24,7 @@ from vandamme.sources import SpecErrors
 
 from . import dashboard, metrics
 from .compiler import Gateway
+from .watch import held_hups as _held_hups
 from .http_protocol import GatewayProtocol
 from .logs import for_request, route_stdlib
 from .metrics import CLIENT_CLOSED, stream_error_type
@@ -39,15 +40,6 @@ def _request_ids():
     prefix = os.urandom(4).hex()
     for n in itertools.count(1):
         yield f"req_{prefix}{n:08x}"
-
-
-_held_hups: list[int] = []  # SIGHUPs received while starting (hold_sighup)
-
-
-def hold_sighup() -> None:
-    """Until the server is up, remember a SIGHUP instead of dying of it (its default action); the
-    server reloads once it is up (``_signals``). Main thread only."""
-    signal.signal(signal.SIGHUP, lambda signum, frame: _held_hups.append(signum))
 
 
 def health_problems(gateway: Gateway) -> list[str]:

@@ -17,6 +17,16 @@ from pathlib import Path
 
 from loguru import logger
 
+held_hups: list[int] = []  # SIGHUPs received while starting (hold_sighup)
+
+
+def hold_sighup() -> None:
+    """Until the server is up, remember a SIGHUP instead of dying of it (its default action); the
+    server reloads once it is up (engine.server ``_signals``). Main thread only. Here, not in the
+    server module, so that `vandamme run` can call it before anything heavy is imported."""
+    signal.signal(signal.SIGHUP, lambda signum, frame: held_hups.append(signum))
+
+
 SPEC_SUFFIXES = (".yaml", ".yml")  # what vandamme.engine.loader reads
 
 
