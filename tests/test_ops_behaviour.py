@@ -311,6 +311,64 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path, workers):
     assert r.stdout == ""
 
 
+# --------------------------------------------------------------------------- workers share connections
+
+def wait_for_line(gw: Gateway, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in gw.stderr():
+        if gw.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {text!r}: {gw.stderr()[-3000:]}")
+        time.sleep(0.02)
+
+
+def health_pid_on(sock: socket.socket) -> int:
+    """GET /health on an open keep-alive connection: the pid of the worker that accepted it."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return json.loads(body)["pid"]
+
+
+def test_workers_share_connections_evenly_and_the_port_answers_once_listening_is_logged(tmp_path):
+    """Each worker listens on a socket of its own (SO_REUSEPORT): 64 connections opened at once —
+    a connection pool, wrk — are spread across both workers by the kernel instead of going to
+    whichever worker woke first. The listening line is logged once both workers listen. A second
+    server on the same port is refused, as with one worker."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "gateway.yaml").write_text(alias_spec({"one": "o:m1"}))
+    gw = Gateway(tmp_path, specs, "--workers", "2")
+    conns: list[socket.socket] = []
+    try:
+        wait_for_line(gw, "vandamme listening on")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as first:  # no refusal window
+            health_pid_on(first)
+        conns = [socket.create_connection(("127.0.0.1", gw.port), timeout=10) for _ in range(64)]
+        per_worker: dict[int, int] = {}
+        for c in conns:
+            pid = health_pid_on(c)
+            per_worker[pid] = per_worker.get(pid, 0) + 1
+        assert len(per_worker) == 2, per_worker
+        # a hash over 64 connections: each worker's share is binomial(64, 1/2); below 16 has odds of ~1e-4
+        assert min(per_worker.values()) >= 16, per_worker
+        other = tmp_path / "other"
+        other.mkdir()
+        r = run_cli("run", str(specs), "--host", "127.0.0.1", "--port", str(gw.port), "--workers", "2",
+                    cwd=other, timeout=60)
+        assert r.returncode == 1 and "address already in use" in r.stderr, (r.returncode, r.stderr[-2000:])
+        assert gw.proc.poll() is None
+    finally:
+        for c in conns:
+            c.close()
+        gw.stop()
+    assert "Traceback" not in gw.stderr()
+
+
 # --------------------------------------------------------------------------- reloads
 
 def alias_spec(aliases: dict[str, str]) -> str:

@@ -262,6 +262,16 @@ def build_app_from_dir(directory: str, host: str | None = None, port: int | None
     return create_app(gw, name="vandamme", reloader=reloader)
 
 
+def worker_app(directory: str, reserved, main_pid: int):
+    """App factory of a multi-worker server: in a worker process (not the main one, which builds
+    the app once too), first this worker's own listening socket on the reserved address."""
+    if reserved is not None and os.getpid() != main_pid:
+        from .listeners import listen_here
+
+        listen_here(reserved)
+    return build_app_from_dir(directory)
+
+
 def raise_open_files_limit(want: int = 65536) -> None:
     """Each client connection and each upstream connection is a file descriptor; a gateway holding
     1,000 streams needs more than the usual soft limit of 1024. Raise the soft limit toward the
@@ -317,8 +327,9 @@ def cmd_run(args) -> int:
     from .compiler import settings_from
     from .loader import load_spec
     from .logs import setup_logging
+    from . import listeners
     from .metrics_env import prepare_workers
-    from .watch import SpecWatcher, WorkerReloads, hold_sighup, reload_self
+    from .watch import SpecWatcher, WorkerReloads, hold_sighup, reload_self, when_workers_serve
 
     raise_open_files_limit()
     hold_sighup()  # a SIGHUP while starting becomes a reload once serving, not the end of the process
@@ -367,7 +378,10 @@ def cmd_run(args) -> int:
             app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
             return EXIT_OK
         Sanic._app_registry.pop(app.name, None)
-        loader = AppLoader(factory=functools.partial(build_app_from_dir, args.dir))
+        # The main process holds the port; each worker listens on a socket of its own
+        # (SO_REUSEPORT, engine/listeners.py) so that connections are shared out evenly.
+        reserved = listeners.reserve(host, port)
+        loader = AppLoader(factory=functools.partial(worker_app, args.dir, reserved, os.getpid()))
         app = loader.load()
         # Workers are forked, not spawned: they share this process's imported modules page for
         # page instead of importing everything again (docs/performance.md, "Workers"); each then
@@ -379,8 +393,9 @@ def cmd_run(args) -> int:
         gc.collect()
         gc.freeze()
         WorkerReloads(app).install()  # SIGHUP to this (main) process reloads every worker
-        app.main_process_ready(serving)
-        app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
+        app.main_process_ready(lambda app_: when_workers_serve(app_, serving))
+        where = {"sock": reserved} if reserved is not None else {"host": host, "port": port}
+        app.prepare(**where, workers=workers, access_log=False, motd=False)
         Sanic.serve(primary=app, app_loader=loader)
     except OSError as exc:  # the port was taken between the check and Sanic's own bind
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -143,7 +143,9 @@ class WorkerReloads:
             except Exception as exc:
                 logger.opt(exception=exc).error("SIGHUP not forwarded to the workers: {}", type(exc).__name__)
 
-    def servers(self, manager) -> list[tuple[str, int]]:
+    @staticmethod
+    def servers(manager) -> list[tuple[str, int]]:
+        """(name, pid) of each server process of Sanic's worker manager."""
         for _ in range(3):
             try:
                 return [(p.name, p.pid) for w in list(manager.transient.values()) for p in list(w.processes)
@@ -183,3 +185,26 @@ class WorkerReloads:
                                    ", ".join(n for n, _ in pending), self.WAIT_FOR_SERVING)
                     return
                 time.sleep(0.1)
+
+
+def when_workers_serve(app, then, bound: float = WorkerReloads.WAIT_FOR_SERVING) -> None:
+    """In the main process of a multi-worker server (from ``main_process_ready``, before the
+    workers start): ``then(app)`` on a thread once every server process of Sanic's worker manager
+    says it is serving — each listens on a socket of its own (engine/listeners.py), so the port
+    answers only from then on — or after ``bound`` seconds, whichever comes first."""
+
+    def wait() -> None:
+        manager = getattr(app, "_manager", None)
+        deadline = time.monotonic() + bound
+        while manager is not None and time.monotonic() < deadline:
+            try:
+                states = [dict(manager.worker_state.get(name) or {})
+                          for name, _ in WorkerReloads.servers(manager)]
+            except (EOFError, OSError):  # shutting down
+                return
+            if len(states) >= app.state.workers and all(s.get("serving") for s in states):
+                break
+            time.sleep(0.05)
+        then(app)
+
+    threading.Thread(target=wait, name="vandamme-serving-line", daemon=True).start()
