@@ -256,13 +256,16 @@ def test_health_upstream_with_an_invalid_spec_prints_its_errors(tmp_path):
 def test_models_every_active_provider_and_one(tmp_path):
     oa = ModelsUpstream("openai", GOOD_KEY, models=["gpt-x", "gpt-y"])
     ant = ModelsUpstream("anthropic", ANT_KEY, models=["claude-z"])
-    with Background(oa, ant):
+    az = ModelsUpstream("azure", AZ_KEY, models=["gpt-az"])  # GET /openai/models?api-version=, api-key
+    with Background(oa, ant, az):
         folder = write_spec(tmp_path / "specs", f"""
 version: 1
 default_provider: oa
 providers:
   oa: {{format: openai, base_url: "{oa.url}", api_keys: [{GOOD_KEY}]}}
   ant: {{format: anthropic, base_url: "{ant.url}", api_keys: [{ANT_KEY}]}}
+  az: {{format: openai, api_style: azure, api_version: "2024-10-21", base_url: "{az.url}", api_keys: [{AZ_KEY}],
+        models: [from-spec-not-upstream]}}
   gone: {{format: openai, base_url: "http://127.0.0.1:{free_port()}/v1", api_keys: [{DOWN_KEY}],
           models: [listed-in-spec]}}
   off: {{format: openai, base_url: "http://127.0.0.1:9/v1", models: [never]}}
@@ -277,7 +280,9 @@ providers:
     out = json.loads(js.stdout)
     assert [(m["id"], m["source"]) for m in out["data"]] == [
         ("oa:gpt-x", "upstream"), ("oa:gpt-y", "upstream"), ("ant:claude-z", "upstream"),
-        ("gone:listed-in-spec", "spec")]
+        ("az:gpt-az", "upstream"), ("gone:listed-in-spec", "spec")]
+    assert {r["path"] for r in az.requests} == {"/openai/models"}
+    assert {r["query"].get("api-version") for r in az.requests} == {"2024-10-21"}
     assert out["providers"]["gone"]["note"] == "its upstream model list could not be read"
     assert "off" not in out["providers"]
     assert [m["id"] for m in json.loads(one.stdout)["data"]] == ["ant:claude-z"]

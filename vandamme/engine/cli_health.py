@@ -169,12 +169,9 @@ def probe_request(provider) -> tuple[str, dict[str, str], dict[str, str], str | 
     """(url, query, headers, key used, what the auth column says) for one provider."""
     from vandamme.transforms.headers import set_auth
 
-    if provider.format == "anthropic":
-        url, query = provider.base_url + "/v1/models", dict(provider.query)
-    elif provider.spec.get("api_style") == "azure":
-        url, query = provider.base_url + "/openai/models", dict(provider.query)
-    else:
-        url, query = provider.base_url + "/models", dict(provider.query)
+    from .models import models_path
+
+    url, query = provider.base_url + models_path(provider), dict(provider.query)
     headers = {"accept": "application/json", "user-agent": "vandamme-cli"}
     if provider.format == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION

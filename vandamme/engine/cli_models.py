@@ -1,8 +1,8 @@
 """`vandamme models [PROVIDER]`: the models the gateway would list for each active provider.
 
 It asks the upstreams the way the gateway's ``GET /v1/models`` does (vandamme.engine.models.ModelCatalog:
-OpenAI format ``{base_url}/models``, Anthropic format ``{base_url}/v1/models``, the provider's
-first key, 5 s), and falls back, as the gateway does, to the spec's ``models`` list when the
+OpenAI format ``{base_url}/models`` (Azure OpenAI ``{base_url}/openai/models``), Anthropic format
+``{base_url}/v1/models``, the provider's first key, 5 s), and falls back, as the gateway does, to the spec's ``models`` list when the
 upstream cannot be asked (no client key for a !PASSTHRU provider, an error, a timeout). The
 ``source`` column says which one a row came from. Ids are ``provider:model``: what a client sends.
 """

@@ -1,7 +1,7 @@
 """GET /v1/models: every active provider's models, plus the aliases, in Anthropic's list format.
 
-Each provider's list comes from its upstream (`/models` for OpenAI format, `/v1/models` for
-Anthropic format) when reachable, cached for ``server.models_cache_ttl`` seconds; when the upstream
+Each provider's list comes from its upstream (`/models` for OpenAI format, `/openai/models` for
+Azure OpenAI, `/v1/models` for Anthropic format) when reachable, cached for ``server.models_cache_ttl`` seconds; when the upstream
 cannot be asked (no key for a passthrough provider, an error, a timeout) the spec's ``models`` list
 stands in. Ids are ``provider:model`` so that any listed id can be sent back as a model name.
 """
@@ -29,6 +29,17 @@ def _iso(created) -> str:
     return EPOCH
 
 
+def models_path(provider) -> str:
+    """Where a provider's upstream lists its models: ``/v1/models`` in Anthropic format,
+    ``/openai/models`` for Azure OpenAI (``api_style: azure``; the provider's query carries its
+    ``api-version``), ``/models`` for other OpenAI-format APIs (their base URL ends in ``/v1``)."""
+    if provider.format == "anthropic":
+        return "/v1/models"
+    if provider.spec.get("api_style") == "azure":
+        return "/openai/models"
+    return "/models"
+
+
 class ModelCatalog:
     def __init__(self, gateway):
         self.gateway = gateway
@@ -45,9 +56,8 @@ class ModelCatalog:
         if provider.format == "anthropic":
             headers["anthropic-version"] = "2023-06-01"
         set_auth(headers, provider.auth, key)
-        path = "/v1/models" if provider.format == "anthropic" else "/models"
         try:
-            async with provider.session.get(provider.base_url + path, headers=headers,
+            async with provider.session.get(provider.base_url + models_path(provider), headers=headers,
                                             params=provider.query or None, timeout=_FETCH_TIMEOUT) as r:
                 if r.status != 200:
                     return None
