@@ -377,12 +377,11 @@ def cmd_run(args) -> int:
             app.after_server_start(serving)
             app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
             return EXIT_OK
-        Sanic._app_registry.pop(app.name, None)
         # The main process holds the port; each worker listens on a socket of its own
-        # (SO_REUSEPORT, engine/listeners.py) so that connections are shared out evenly.
+        # (SO_REUSEPORT, engine/listeners.py) so that connections are shared out evenly. The app
+        # built above stays the main process's (Sanic's primary); each worker builds its own.
         reserved = listeners.reserve(host, port)
         loader = AppLoader(factory=functools.partial(worker_app, args.dir, reserved, os.getpid()))
-        app = loader.load()
         # Workers are forked, not spawned: they share this process's imported modules page for
         # page instead of importing everything again (docs/performance.md, "Workers"); each then
         # compiles the spec itself (its own pools, metrics files, span exporter, Redis link).
