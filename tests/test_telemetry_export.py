@@ -48,3 +48,25 @@ def test_no_endpoint_means_no_tracing():
     tp = tracer_provider_for(settings_from({}), environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
     assert tp is not None
     tp.shutdown()
+
+
+def test_metrics_export_modules_are_imported_with_the_app(tmp_path):
+    """With an OTLP endpoint, the metrics export's modules (the SDK, the OTLP/HTTP exporter and the
+    requests stack it makes its session with) are imported while the app is built, before the
+    server freezes its startup heap (vandamme.engine.server) — not by the worker once it serves;
+    without one, none of them is imported. (A fresh interpreter: this one has them already.)"""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from vandamme.engine.compiler import settings_from
+from vandamme.engine.metrics import preload_otlp
+mods = ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "opentelemetry.sdk.metrics", "requests")
+preload_otlp(settings_from({}), environ={})
+assert not any(m in sys.modules for m in mods), [m for m in mods if m in sys.modules]
+preload_otlp(settings_from({"telemetry": {"otlp_endpoint": "http://127.0.0.1:9"}}), environ={})
+assert all(m in sys.modules for m in mods), [m for m in mods if m not in sys.modules]
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -18,12 +18,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from vandamme.engine.compiler import settings_from
-from vandamme.engine.span_export import Encoder, SpanExport
+from vandamme.engine.span_export import Encoder, SpanExport, span_count, walk
 from vandamme.engine.telemetry import readable_spans, tracer_provider_for
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
 from harness import LiveGateway
-from vandamme.tracing import NAMES
+from vandamme.tracing import NAMES, RUN_TIMES, STAGE_BITS
 
 KEY = "sk-export-canary-ZZZZ9999"
 USER = [{"role": "user", "content": "hello exporter"}]
@@ -212,3 +212,43 @@ def test_the_exporter_encodes_what_the_sdk_path_builds(tmp_path):
             assert p.parent_span_id.hex() == "2" * 16
         else:
             assert p.parent_span_id == ids[sdk_id[s.parent.span_id]]
+
+
+def test_run_records_give_one_span_per_stage_end_to_end(tmp_path):
+    """A run record holds its stage boundaries itself (vandamme.tracing, RUN_TIMES on): every
+    stage of a run gets its span, in order, each ending where the next begins, inside the server
+    span; a failing stage carries the error."""
+    records = []
+    export = SpanExport("http://127.0.0.1:9/v1/traces", {"service.name": "x"})
+    export.submit = records.append
+    fake = FakeOpenAI()
+    fake.enqueue(Reply(), Reply(status=401, error_message="no"))
+    try:
+        with LiveGateway(spec(), {"oa": fake}, tmp_path, tracer_provider=export) as gw:
+            for _ in range(2):
+                httpx.post(gw.base_url + "/v1/messages", json=BODY, timeout=15)
+    finally:
+        export._closed = True
+    assert len(records) == 2
+    for record in records:
+        record = marshal.loads(marshal.dumps(record))
+        runs, spans = record[5], record[6]
+        assert len(runs) == 2  # the front pipeline, then the provider's
+        server = spans[0]
+        walked = list(walk(record, list(range(span_count(record))), None, NAMES))
+        assert len(walked) == span_count(record) == sum(len(r) - RUN_TIMES - 1 for r in runs) + len(spans)
+        at = 0
+        for run in runs:
+            times = run[RUN_TIMES:]
+            assert list(times) == sorted(times) and server[2] <= times[0] and times[-1] <= server[3]
+            stages = walked[at:at + len(times) - 1]
+            at += len(times) - 1
+            assert [s[5] for s in stages] == list(NAMES[run[0]][:len(times) - 1])
+            for a, b in zip(stages, stages[1:]):
+                assert a[3] == b[2]  # a stage's span ends where the next one's starts
+        front, provider = runs
+        assert len(front) - RUN_TIMES - 1 == len(NAMES[front[0]])  # every front stage ran
+        assert provider[1] >> STAGE_BITS == 0 and NAMES[front[0]][provider[1] & ((1 << STAGE_BITS) - 1)] == "dispatch"
+    failed = records[1][5][1]
+    [(j, err)] = failed[4].items()
+    assert NAMES[failed[0]][j] == "upstream" and err[0] == "GatewayError"

@@ -4,11 +4,12 @@ A sampled request carries a :class:`Trace` (a context variable set by the server
 task) that collects plain values:
 
 * ``runs``: one record per pipeline run (``vandamme.engine.pipeline``), ``[names, parent, provider,
-  model, times, errors, first]``: ``names`` indexes the stage names in :data:`NAMES`; ``times``
-  holds the stage boundaries (``time.perf_counter()`` floats: stage ``j`` from ``times[j]`` to
-  ``times[j + 1]``), ``errors`` is None or ``{stage index:
-  exception}``; the provider and model are the run's target (noted when it ends), known from stage
-  ``first`` on;
+  model, errors, first, *times]``: ``names`` indexes the stage names in :data:`NAMES`; ``errors``
+  is None or ``{stage index: exception}``; the provider and model are the run's target (noted when
+  it ends), known from stage ``first`` on; from index :data:`RUN_TIMES` on, the stage boundaries
+  (``time.perf_counter()`` floats: stage ``j`` runs from ``run[RUN_TIMES + j]`` to
+  ``run[RUN_TIMES + j + 1]``), in the record itself rather than in a list of their own (one
+  object fewer per run for the garbage collector to follow);
 * ``spans``: any other span, ``[name, parent, start, end, kind, data, error, events]``: index 0
   is the server span (filled by :meth:`RequestTracer.finish`); the upstream stage adds one CLIENT
   span per HTTP exchange; anything holding the gateway's tracer can open one with
@@ -42,14 +43,15 @@ import time
 from contextvars import ContextVar
 from typing import Any, Callable
 
-__all__ = ["ATTEMPT_INFO", "CLIENT", "INTERNAL", "SERVER", "SERVER_INFO", "RequestTracer", "Trace", "current",
-           "parse_traceparent", "perf"]
+__all__ = ["ATTEMPT_INFO", "CLIENT", "INTERNAL", "RUN_TIMES", "SERVER", "SERVER_INFO", "RequestTracer", "Trace",
+           "current", "parse_traceparent", "perf"]
 
 INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP SpanKind numbers
 SERVER_INFO, ATTEMPT_INFO = 12, 13  # a SERVER / CLIENT span whose data is a tuple of values
 _KIND_NAMES = {"INTERNAL": INTERNAL, "SERVER": SERVER, "CLIENT": CLIENT}
 ROOT = -1
 STAGE_BITS = 10  # a pipeline has fewer than 1024 stages
+RUN_TIMES = 6  # where a run record's stage boundaries start (see the module's docstring)
 
 perf = time.perf_counter  # span times on the hot path; Trace.wall0/perf0 turn them into wall-clock ns
 _bits = random.getrandbits  # ids need to be unique, not secret (as the OpenTelemetry SDK's)
@@ -80,11 +82,11 @@ class Trace:
 
     def parent_ref(self) -> int:
         """The reference of the span a span opened now is the child of: the running stage of run
-        ``cur`` (``cur`` >= 0: the last of its ``times`` is that stage's start), or span ``cur``."""
+        ``cur`` (``cur`` >= 0: the last of its times is that stage's start), or span ``cur``."""
         cur = self.cur
         if cur < 0:
             return cur
-        return (cur << STAGE_BITS) | (len(self.runs[cur][4]) - 1)
+        return (cur << STAGE_BITS) | (len(self.runs[cur]) - RUN_TIMES - 1)
 
     def add_span(self, rec: list) -> int:
         """Append a span record (its parent is ``rec[1]``); returns its reference."""
@@ -151,7 +153,7 @@ class RequestTracer:
         self.parent_based = parent_based
         self.decide = decide
         self.capture_content = capture_content
-        self.finisher = finisher or (lambda tracer, trace, *args, **kwargs: trace)
+        self.finisher = finisher or (lambda tracer, trace, *args: trace)
 
     # ---- once per request
     def begin(self, traceparent: str | None = None, tracestate: str | None = None) -> Trace | None:
@@ -181,11 +183,11 @@ class RequestTracer:
     enter = staticmethod(_trace.set)
     leave = staticmethod(_trace.reset)
 
-    def finish(self, trace: Trace, *args, **kwargs) -> None:
+    def finish(self, trace: Trace, *args) -> None:
         """Fill the server span and hand the trace's record to the sink: ``sink(finisher(self,
         trace, *args))``. Never raises: a failure to record a trace must not fail the request."""
         try:
-            self.sink(self.finisher(self, trace, *args, **kwargs))
+            self.sink(self.finisher(self, trace, *args))
             # Contexts copied from the request's task (timer handles, tasks a stage started) may
             # outlive it and hold the Trace: let it hold nothing of the request.
             trace.ctx = trace.runs = trace.spans = trace.tap = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vandamme.kernel import Context, Stage, StreamingResponse
-from vandamme.tracing import STAGE_BITS, current as current_trace, perf, register_names
+from vandamme.tracing import RUN_TIMES, STAGE_BITS, current as current_trace, perf, register_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +73,12 @@ class Pipeline:
 
     async def _run_traced(self, ctx: Context) -> None:
         """One run record in the request's Trace (vandamme.tracing): ``[names, parent, provider,
-        model, times, errors, first]``, with ``times`` the stage boundaries — stage ``j`` runs
-        from ``times[j]`` to ``times[j + 1]`` (one clock read per stage: a stage's span ends where
-        the next one's starts) — and the run's target from stage ``first`` on. The spans are
-        built from it when the request is over, away from the event loop. While the run goes
-        on, ``trace.cur`` is its index: a span opened by a stage finds its parent stage from the
-        length of ``times``."""
+        model, errors, first, *times]``, with the times the stage boundaries, from index
+        ``RUN_TIMES`` on — stage ``j`` runs from ``rec[RUN_TIMES + j]`` to ``rec[RUN_TIMES + j +
+        1]`` (one clock read per stage: a stage's span ends where the next one's starts) — and the
+        run's target from stage ``first`` on. The spans are built from it when the request is
+        over, away from the event loop. While the run goes on, ``trace.cur`` is its index: a span
+        opened by a stage finds its parent stage from the length of the record."""
         trace = current_trace()
         if trace is None:  # this request was not sampled: the plain loop
             for stage in self.stages:
@@ -87,35 +87,32 @@ class Pipeline:
         trace.ctx = ctx
         runs = trace.runs
         saved = trace.cur  # the parent: a span (< 0), or the running stage of run ``saved``
-        parent = saved if saved < 0 else (saved << STAGE_BITS) | (len(runs[saved][4]) - 1)
-        times: list = []
-        rec = [self._names, parent, None, None, times, None, 0]
+        parent = saved if saved < 0 else (saved << STAGE_BITS) | (len(runs[saved]) - RUN_TIMES - 1)
+        rec = [self._names, parent, None, None, None, 0, perf()]
         trace.cur = len(runs)
         runs.append(rec)
-        mark = times.append
-        mark(perf())
         try:
             if ctx.provider is not None:
                 for stage in self.stages:
                     await stage.run(ctx)
-                    mark(perf())
-            else:  # the target is not known yet: note the stage from which it is (rec[6])
-                rec[6] = len(self.stages)
+                    rec.append(perf())
+            else:  # the target is not known yet: note the stage from which it is (rec[5])
+                rec[5] = len(self.stages)
                 for stage in self.stages:
                     await stage.run(ctx)
-                    mark(perf())
+                    rec.append(perf())
                     if ctx.provider is not None:
-                        rec[6] = len(times) - 2
-                        for stage in self.stages[rec[6] + 1:]:
+                        rec[5] = len(rec) - RUN_TIMES - 2  # the stage that just ran
+                        for stage in self.stages[rec[5] + 1:]:
                             await stage.run(ctx)
-                            mark(perf())
+                            rec.append(perf())
                         break
         except BaseException as exc:
-            mark(perf())
-            j = len(times) - 2
-            rec[5] = {j: exc}
-            if ctx.provider is not None and rec[6] > j:
-                rec[6] = j
+            rec.append(perf())
+            j = len(rec) - RUN_TIMES - 2
+            rec[4] = {j: exc}
+            if ctx.provider is not None and rec[5] > j:
+                rec[5] = j
             trace.failed = True
             raise
         finally:

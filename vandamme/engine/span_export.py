@@ -23,6 +23,16 @@ was posted). The exporter reports problems as ``W <message>`` lines on the same 
 gateway logs them.
 
 The exporter process imports only the standard library and ``vandamme.tracing``.
+
+Where it runs: like any child process, it inherits its gateway process's CPU affinity and
+priority — an operator's ``taskset``, systemd ``CPUAffinity=`` or container cpuset applies to it
+as to the worker —, and it is left there on purpose: moving it to other CPUs would escape a
+placement the operator chose (e.g. cores kept for something else), and a lower priority (nice,
+SCHED_BATCH) did not lower the worker's CPU per request in measurements, while a nice'd exporter
+could fall behind, and drop traces, when the worker saturates their CPU. The price, when the
+worker has one core to itself (as in the benchmarks): the exporter's ~20-25 µs per traced request
+run on that core, and the worker spends ~2-3 µs more per traced request (caches and scheduling;
+measured against the exporter moved to the other core, bench/tracing_ab.py, 2026-11-24).
 """
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ import sys
 import time
 from typing import Any
 
-from vandamme.tracing import ATTEMPT_INFO, NAMES, SERVER_INFO, STAGE_BITS
+from vandamme.tracing import ATTEMPT_INFO, NAMES, RUN_TIMES, SERVER_INFO, STAGE_BITS
 
 _FRAME = struct.Struct("<cI")
 _LEN = struct.Struct("<I")  # each marshalled record in a T frame is preceded by its length
@@ -130,7 +140,7 @@ def walk(record: tuple, ids: list, remote: Any, names_table: list):
     n = 0
     for run in runs:
         firsts.append(n)
-        n += len(run[4]) - 1
+        n += len(run) - RUN_TIMES - 1
     span0 = n
 
     def index(ref: int) -> int:
@@ -139,7 +149,9 @@ def walk(record: tuple, ids: list, remote: Any, names_table: list):
         return -1 if ref == -1 else span0 - ref - 2
 
     i = 0
-    for names, parent, provider, model, times, errors, first in runs:
+    for run in runs:
+        names, parent, provider, model, errors, first = run[:RUN_TIMES]
+        times = run[RUN_TIMES:]
         names = names_table[names]
         p = index(parent)
         for j in range(len(times) - 1):
@@ -164,7 +176,7 @@ def walk(record: tuple, ids: list, remote: Any, names_table: list):
 
 def span_count(record: tuple) -> int:
     """How many span ids ``walk`` needs for ``record``."""
-    return sum(len(run[4]) - 1 for run in record[5]) + len(record[6])
+    return sum(len(run) - RUN_TIMES - 1 for run in record[5]) + len(record[6])
 
 
 def request_of(record: tuple) -> tuple[str, str | None]:
@@ -629,7 +641,7 @@ class Encoder:
         n = 0
         for run in runs:
             firsts.append(n)
-            n += len(run[4]) - 1
+            n += len(run) - RUN_TIMES - 1
         span0 = n
 
         def parent_of(ref: int):
@@ -640,12 +652,13 @@ class Encoder:
         pack_times = _TIMES.pack
         append = out.append
         i = 0
-        for names, parent, provider, model, times, errors, first in runs:
+        for run in runs:
+            names, parent, provider, model, errors, first = run[:RUN_TIMES]
             blocks = self._run_blocks(names, provider, model, first)
             pfield, flags = parent_of(parent)
-            start = wall0 + int((times[0] - perf0) * 1e9)
-            for j in range(len(times) - 1):
-                end = wall0 + int((times[j + 1] - perf0) * 1e9)
+            start = wall0 + int((run[RUN_TIMES] - perf0) * 1e9)
+            for j in range(len(run) - RUN_TIMES - 1):
+                end = wall0 + int((run[RUN_TIMES + j + 1] - perf0) * 1e9)
                 span = b"".join((head, sids[i], pfield, blocks[j], stage_common, pack_times(0x39, start, 0x41, end),
                                  flags))
                 start = end

@@ -151,8 +151,8 @@ def _scrub(exc: BaseException) -> tuple:
 def _scrub_errors(trace: Trace) -> None:
     """Exceptions in the records -> ``(description, type, scrubbed message)`` (never a stack)."""
     for run in trace.runs:
-        if run[5]:
-            run[5] = {j: _scrub(e) if isinstance(e, BaseException) else e for j, e in run[5].items()}
+        if run[4]:
+            run[4] = {j: _scrub(e) if isinstance(e, BaseException) else e for j, e in run[4].items()}
     for rec in trace.spans:
         if rec is not None and isinstance(rec[6], BaseException):
             rec[6] = _scrub(rec[6])
