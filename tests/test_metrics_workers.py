@@ -63,7 +63,7 @@ class Served:
         env["TMPDIR"] = str(tmp)  # where the private multiprocess folder goes
         args = [sys.executable, "-m", "vandamme.engine.cli", "run", str(specs)] + (["--workers", str(workers)] if workers > 1 else [])
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     text=True, start_new_session=True)  # a kill of its group spares pytest
         self.base_url = f"http://127.0.0.1:{port}"
         self.output = ""
 
@@ -85,7 +85,7 @@ class Served:
         try:
             self.output = self.proc.communicate(timeout=30)[0]
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the main process, its workers and manager
             self.output = self.proc.communicate(timeout=10)[0]
 
 

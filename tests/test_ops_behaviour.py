@@ -41,7 +41,9 @@ class Gateway:
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "vandamme.engine.cli", "run", str(spec_dir), "--host", "127.0.0.1",
                                       "--port", str(self.port), *args], cwd=ROOT, env=e,
-                                     stdout=self._out, stderr=self._err)
+                                     stdout=self._out, stderr=self._err,
+                                     # its own process group: Sanic's "Killing" path kills the group
+                                     start_new_session=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -62,7 +64,7 @@ class Gateway:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the main process, its workers and manager
                 self.proc.wait(10)
         self._out.close()
         self._err.close()
@@ -367,6 +369,49 @@ def test_workers_share_connections_evenly_and_the_port_answers_once_listening_is
             c.close()
         gw.stop()
     assert "Traceback" not in gw.stderr()
+
+
+def children_of(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.update(int(x) for x in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_right_after_start_stops_every_process(tmp_path, sig):
+    """SIGTERM / SIGINT to the main process of a 2-worker server the moment it says it listens:
+    it exits 0 with every worker and Sanic's manager gone. (Sanic's own handler could hang the
+    main process here for good: engine/shutdown.py.) Three times, to meet the early window."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "gateway.yaml").write_text(alias_spec({"one": "o:m1"}))
+    for round_ in range(3):
+        run_dir = tmp_path / f"run{round_}"
+        run_dir.mkdir()
+        gw = Gateway(run_dir, specs, "--workers", "2")
+        try:
+            wait_for_line(gw, "vandamme listening on")
+            kids = children_of(gw.proc.pid)
+            assert len(kids) >= 3, kids  # two workers and the manager
+            gw.proc.send_signal(sig)
+            try:
+                rc = gw.proc.wait(20)  # a bound, not a speed target: the bug was a hang
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the main process did not stop: " + gw.stderr()[-2000:]) from None
+            assert rc == 0, gw.stderr()[-2000:]
+            deadline = time.monotonic() + 10
+            while any(Path(f"/proc/{k}").exists() for k in kids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = [k for k in kids if Path(f"/proc/{k}").exists()
+                    and Path(f"/proc/{k}/stat").read_text().split(") ")[1][0] != "Z"]
+            assert not left, f"processes left behind: {left}"
+        finally:
+            gw.stop()
+        assert "Traceback" not in gw.stderr()
 
 
 # --------------------------------------------------------------------------- reloads

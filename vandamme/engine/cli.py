@@ -328,6 +328,7 @@ def cmd_run(args) -> int:
     from .loader import load_spec
     from .logs import setup_logging
     from . import listeners
+    from .shutdown import MainProcessSignals
     from .metrics_env import prepare_workers
     from .watch import SpecWatcher, WorkerReloads, hold_sighup, reload_self, when_workers_serve
 
@@ -392,6 +393,8 @@ def cmd_run(args) -> int:
         gc.collect()
         gc.freeze()
         WorkerReloads(app).install()  # SIGHUP to this (main) process reloads every worker
+        # SIGINT/SIGTERM handled off the main thread (Sanic's handler can hang it: shutdown.py)
+        app.main_process_ready(lambda app_: MainProcessSignals(app_._manager).install())
         app.main_process_ready(lambda app_: when_workers_serve(app_, serving))
         where = {"sock": reserved} if reserved is not None else {"host": host, "port": port}
         app.prepare(**where, workers=workers, access_log=False, motd=False)
