@@ -268,7 +268,21 @@ def render_targets(res: dict) -> list[str]:
                 if added is None:
                     continue
                 rows.append((f"{v['label']}: gateway process CPU per request added ({size}, c64)",
-                             f"≤{limit * 100:.0f}%", f(added * 100, 0, "%"), added <= limit))
+                             f"≤{limit * 100:.0f}%", f(added * 100, 1, "%"), added <= limit))
+    wk = vd.get("workers") or {}
+    two = (wk.get("runs") or {}).get("2") or {}
+    for key in ("conv_large", "pass_large"):
+        share = (two.get(key) or {}).get("worker_cpu_share")
+        if share:
+            rows.append((f"2 workers, {key}: each worker's share of the work (CPU)", "≥40% each",
+                         " / ".join(f"{x * 100:.0f}%" for x in share), min(share) >= 0.40))
+    pss = {n: sum(p.get("pss_idle_mb") or 0.0 for p in (wk.get("runs") or {}).get(str(n), {}).get("processes") or [])
+           for n in (2,)}
+    extra = wk.get("idle_only") or {}
+    if pss.get(2) and extra.get("processes"):
+        per = sum(p["pss_idle_mb"] for p in extra["processes"]) - pss[2]
+        rows.append(("memory per additional worker (PSS at idle, 2 → 3 workers)", "≤40 MiB", f(per, 1, " MiB"),
+                     per <= 40))
     out.append("| target | wanted | measured | met |")
     out.append("|---|---|---:|---|")
     for label, want, got, met in rows:
@@ -359,25 +373,44 @@ def render_workers(workers: dict) -> list[str]:
     runs = [(n, workers["runs"].get(str(n)) or {}) for n in workers.get("order") or []]
     base = runs[0][1] if runs else {}
     out = ["#### Vandamme workers, unpinned (both cores; wrk and the upstream share core 1), c64", "",
-           "| scenario | workers | req/s | × 1 worker | CPU ms/req | errors |", "|---|---:|---:|---:|---:|---:|"]
+           "| scenario | workers | req/s | × 1 worker | CPU ms/req | each worker's share of the workers' CPU | errors |",
+           "|---|---:|---:|---:|---:|---|---:|"]
     keys = [k for k, _ in SCEN if any(k in run for _, run in runs)]
     for key in keys:
         for n, run in runs:
             v = run.get(key) or {}
             if v.get("status") != "ok":
-                out.append(f"| {key} | {n} | {(v.get('status') or run.get('status') or '–')[:120]} | | | |")
+                out.append(f"| {key} | {n} | {(v.get('status') or run.get('status') or '–')[:120]} | | | | |")
                 continue
             b = (base.get(key) or {}).get("rps")
+            share = " / ".join(f"{x * 100:.0f}%" for x in v.get("worker_cpu_share") or []) or "–"
             out.append(f"| {key} | {n} | {f(v['rps'])} | {f(ratio(v['rps'], b), 2, '×')} | "
-                       f"{f(v['cpu_ms_per_req'], 3)} | {v.get('errors', 0)} |")
+                       f"{f(v['cpu_ms_per_req'], 3)} | {share} | {v.get('errors', 0)} |")
     out += ["", "RSS of every process of the server, MiB (idle → maximum under load; the sum's maximum is "
             "sampled as one figure, so it can be below the sum of the per-process maxima):", "",
-            "| workers | RSS, all processes | per process |", "|---:|---:|---|"]
+            "| workers | RSS, all processes | PSS at idle, all processes | per process (RSS idle → max; PSS idle) |",
+            "|---:|---:|---:|---|"]
     for n, run in runs:
         procs = run.get("processes") or []
-        per = " · ".join(f"{p['role']} {f(p['idle_mb'])} → {f(p['load_max_mb'])}" for p in procs)
+        per = " · ".join(f"{p['role']} {f(p['idle_mb'])} → {f(p['load_max_mb'])}; {f(p.get('pss_idle_mb'))}"
+                         for p in procs)
         idle = sum(p["idle_mb"] for p in procs)
-        out.append(f"| {n} | {f(idle)} → {f(run.get('rss_max_mb'))} | {per or run.get('status', '–')} |")
+        pss = sum(p.get("pss_idle_mb") or 0.0 for p in procs)
+        out.append(f"| {n} | {f(idle)} → {f(run.get('rss_max_mb'))} | {f(pss)} | {per or run.get('status', '–')} |")
+    pss = {n: sum(p.get("pss_idle_mb") or 0.0 for p in run.get("processes") or []) for n, run in runs}
+    extra = workers.get("idle_only") or {}
+    if extra.get("processes"):
+        pss[extra["workers"]] = sum(p["pss_idle_mb"] for p in extra["processes"])
+        out.append(f"| {extra['workers']} (idle only) | | {f(pss[extra['workers']])} | "
+                   + " · ".join(f"{p['role']} {f(p['pss_idle_mb'])}" for p in extra["processes"]) + " |")
+    counts = sorted(n for n, v in pss.items() if v)
+    if len(counts) >= 2:
+        steps = [f"{a} → {b} workers: +{pss[b] - pss[a]:.1f} MiB" for a, b in zip(counts, counts[1:])]
+        out += ["", "PSS added at idle (RSS counts the pages forked workers share with the main process once "
+                "per process; PSS splits them among the sharers, so its sum is what the server takes from the "
+                "machine): " + "; ".join(steps) + ". Going from 1 worker to 2 also adds the main process and "
+                "Sanic's manager process, once; each step after that is one worker (target ≤ 40 MiB per "
+                "additional worker)."]
     return out
 
 

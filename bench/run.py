@@ -219,6 +219,22 @@ def rss_by_process(pid: int) -> dict[int, float]:
     return out
 
 
+def pss_by_process(pid: int) -> dict[int, float]:
+    """Proportional set size of every process of the tree, MiB, by pid: pages shared between
+    processes (forked workers share their parent's) counted once in all, split among the sharers."""
+    out = {}
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        out[p] = int(line.split()[1]) / 1024
+                        break
+        except OSError:
+            continue
+    return out
+
+
 def rss_mb(pid: int) -> float:
     """Sum of VmRSS over the process tree, MiB."""
     return sum(rss_by_process(pid).values())
@@ -937,7 +953,8 @@ def load_side_by_side(gateways: list, keys, body_paths: dict, before_stop=None) 
         for gw in gateways:
             try:
                 gw.start("json")
-                results.append({"status": "ok", "rss_idle_by_pid_mb": rss_by_process(gw.pid), "rss_max_mb": 0.0,
+                results.append({"status": "ok", "rss_idle_by_pid_mb": rss_by_process(gw.pid),
+                                "pss_idle_by_pid_mb": pss_by_process(gw.pid), "rss_max_mb": 0.0,
                                 "rss_max_by_pid_mb": {}})
             except StartFailed as e:
                 log(f"  {gw.label}: failed to start")
@@ -966,7 +983,10 @@ def load_side_by_side(gateways: list, keys, body_paths: dict, before_stop=None) 
                                                         for r in runs if r["ok"]]),
                             "cpu_ms_per_req_others": med([sum(v for p, v in r["cpu_s_by_pid"].items() if p != gw.pid)
                                                           * 1000 / r["ok"] for r in runs if r["ok"]]),
-                            "requests": sum(r["ok"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+                            "requests": sum(r["ok"] for r in runs), "errors": sum(r["errors"] for r in runs),
+                            # CPU seconds of each process over all rounds (how the work was shared)
+                            "cpu_s_by_pid": {p: round(sum(r["cpu_s_by_pid"].get(p, 0.0) for r in runs), 3)
+                                             for p in {p for r in runs for p in r["cpu_s_by_pid"]}}}
                 for r in runs:
                     out["rss_max_mb"] = max(out["rss_max_mb"], r["rss_max_mb"])
                     for pid, mb in r["rss_max_by_pid_mb"].items():
@@ -1045,7 +1065,7 @@ def process_roles(gw: "Vandamme") -> dict[int, str]:
 def run_workers(body_paths: dict) -> dict:
     """Vandamme with 1 and 2 workers (``vandamme run --workers N``), unpinned, side by side
     (``load_side_by_side``) on the Claude-Code-sized scenarios at c64: throughput, CPU per request,
-    RSS of every process."""
+    each worker's share of the work, RSS and PSS of every process; then 3 workers idle, for PSS."""
     gateways = [Vandamme(key=f"vandamme-{n}w", label=f"Vandamme, {n} worker{'s' if n > 1 else ''} unpinned",
                          workers=n, cpu=None, port=SIDE_PORTS[i]) for i, n in enumerate(WORKER_COUNTS)]
     runs = load_side_by_side(gateways, WORKER_SCENARIOS, body_paths, lambda gw: {"roles": process_roles(gw)})
@@ -1053,9 +1073,33 @@ def run_workers(body_paths: dict) -> dict:
     for n, run in zip(WORKER_COUNTS, runs):
         roles = run.pop("roles", {})
         idle, peak = run.pop("rss_idle_by_pid_mb", {}), run.pop("rss_max_by_pid_mb", {})
+        pss = run.pop("pss_idle_by_pid_mb", {})
         run["processes"] = [{"pid": pid, "role": roles.get(pid, "exited"), "idle_mb": round(idle.get(pid, 0.0), 1),
-                             "load_max_mb": round(peak.get(pid, 0.0), 1)} for pid in sorted(set(idle) | set(peak))]
+                             "pss_idle_mb": round(pss.get(pid, 0.0), 1), "load_max_mb": round(peak.get(pid, 0.0), 1)}
+                            for pid in sorted(set(idle) | set(peak))]
+        workers = [pid for pid, role in roles.items() if role in ("worker", "single process")]
+        for key in WORKER_SCENARIOS:  # each worker's share of the CPU the workers spent under load
+            sc = run.get(key) or {}
+            by_pid = sc.pop("cpu_s_by_pid", {}) if isinstance(sc, dict) else {}
+            total = sum(by_pid.get(pid, 0.0) for pid in workers)
+            if total > 0:
+                sc["worker_cpu_share"] = [round(by_pid.get(pid, 0.0) / total, 3) for pid in sorted(workers)]
         res["runs"][str(n)] = run
+    # one more worker, idle only: what each worker past the second adds (1 -> 2 also adds the main
+    # process and Sanic's manager, paid once)
+    n = WORKER_COUNTS[-1] + 1
+    gw = Vandamme(key=f"vandamme-{n}w", label=f"Vandamme, {n} workers idle", workers=n, cpu=None, port=SIDE_PORTS[0])
+    try:
+        gw.start("json")
+        time.sleep(1)
+        roles = process_roles(gw)
+        res["idle_only"] = {"workers": n, "processes": [{"pid": pid, "role": roles.get(pid, "exited"),
+                                                         "pss_idle_mb": round(mb, 1)}
+                                                        for pid, mb in sorted(pss_by_process(gw.pid).items())]}
+    except StartFailed as e:
+        res["idle_only"] = {"workers": n, "status": "failed to start", "error": str(e)[-300:]}
+    finally:
+        gw.stop()
     return res
 
 
