@@ -8,6 +8,10 @@ note what the telemetry wants (token usage, stop reason, model) at no extra cost
 """
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import msgspec
 import orjson
 
 from .response_rules import json_type
@@ -83,11 +87,86 @@ def check_count(body: bytes, facts: AnswerFacts | None = None) -> str | None:
     return None
 
 
+class _Object(msgspec.Struct):
+    """A JSON object whose contents are not looked at (msgspec skips them without building them)."""
+
+
+class _Message(msgspec.Struct):
+    model: Any = None
+    usage: Any = None
+
+
+class _Delta(msgspec.Struct):
+    stop_reason: Any = None
+
+
+class _Event(msgspec.Struct):
+    """An event's data as the checks read it: an object with a string ``type``; the fields the
+    four object-carrying event types need, as objects; the rest skipped."""
+
+    type: str
+    message: _Message | None = None
+    content_block: _Object | None = None
+    delta: _Delta | None = None
+    usage: Any = None
+
+
+_decode_events = msgspec.json.Decoder(list[_Event]).decode
+# a data line that is the last line of its event (followed by the blank line, or the end)
+_LAST_DATA_LINE = re.compile(rb"^data: ?([^\n]*)\n(?:\n|\Z)", re.M)
+
+
 def check_events(events: bytes, facts: AnswerFacts | None = None) -> str | None:
     """None when every event in ``events`` (whole SSE events) carries JSON of the right shape,
     else what is wrong with the first one that does not. Lines other than ``data:`` (event
     names, comments, ids) are not looked at; an event's data split over several ``data:`` lines
-    is joined as SSE says."""
+    is joined as SSE says.
+
+    The usual stream — each event one ``data:`` line, the last of the event, ``\\n`` line ends —
+    is checked at once: its data values decoded as one JSON array by msgspec, which skips what
+    the checks do not read (~0.3 µs an event instead of ~1 µs). Anything else, and every stream
+    with a wrong event (for the message naming it), takes the line-by-line reading below."""
+    if b"\r" not in events and _events_fine(events, facts):
+        return None
+    return _check_events_by_line(events, facts)
+
+
+def _events_fine(events: bytes, facts: AnswerFacts | None) -> bool:
+    """True when every event is right (the usual stream); False when unsure or wrong."""
+    datas = _LAST_DATA_LINE.findall(events)
+    if len(datas) != events.count(b"data:"):  # a data line that is not its event's last (or
+        return False  # "data:" inside a value): the line-by-line reading decides
+    if not datas:
+        return True
+    if not events.isascii():  # msgspec does not check the UTF-8 of what it skips; orjson would
+        try:
+            events.decode()
+        except UnicodeDecodeError:
+            return False
+    try:
+        decoded = _decode_events(b"[" + b",".join(datas) + b"]")
+    except msgspec.DecodeError:
+        return False
+    if len(decoded) != len(datas):  # a data value that was itself several values ("1,2")
+        return False
+    get = _EVENT_TYPES.get
+    for ev in decoded:
+        field = get(ev.type)
+        if field is not None:
+            value = getattr(ev, field)
+            if value is None:
+                return False
+            if facts is not None:
+                if field == "message":
+                    facts.note_usage(value.usage)
+                    facts.model = value.model
+                elif ev.type == "message_delta":
+                    facts.note_usage(ev.usage)
+                    facts.stop_reason = value.stop_reason
+    return True
+
+
+def _check_events_by_line(events: bytes, facts: AnswerFacts | None) -> str | None:
     pending: list[bytes] | None = None
     for line in events.split(b"\n"):
         if line[-1:] == b"\r":
