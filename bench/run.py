@@ -204,35 +204,30 @@ def cpu_by_process(pid: int) -> dict[int, float]:
     return out
 
 
-def rss_by_process(pid: int) -> dict[int, float]:
-    """VmRSS of every process of the tree, MiB, by pid."""
+def _kb_field_by_process(pid: int, proc_file: str, field: str) -> dict[int, float]:
+    """A kB figure (``field`` of /proc/PID/``proc_file``) of every process of the tree, MiB, by pid."""
     out = {}
     for p in tree(pid):
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/{proc_file}") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         out[p] = int(line.split()[1]) / 1024
                         break
         except OSError:
             continue
     return out
+
+
+def rss_by_process(pid: int) -> dict[int, float]:
+    """VmRSS of every process of the tree, MiB, by pid."""
+    return _kb_field_by_process(pid, "status", "VmRSS:")
 
 
 def pss_by_process(pid: int) -> dict[int, float]:
     """Proportional set size of every process of the tree, MiB, by pid: pages shared between
     processes (forked workers share their parent's) counted once in all, split among the sharers."""
-    out = {}
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        out[p] = int(line.split()[1]) / 1024
-                        break
-        except OSError:
-            continue
-    return out
+    return _kb_field_by_process(pid, "smaps_rollup", "Pss:")
 
 
 def rss_mb(pid: int) -> float:
