@@ -36,6 +36,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def close_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Stop a loop served on ``thread`` and close it, its leftover tasks cancelled first (bounded).
+    Left pending, they would be destroyed by some later garbage collection, in whatever another
+    test is doing then: asyncio logs "Task was destroyed but it is pending!", and a traceback
+    formatted then (Python 3.11's traceback carets call ``ast.parse``) inside a running
+    ``ast.parse`` (Sanic's start-up) resets the outer call's AST depth counter, which CPython 3.11
+    keeps per interpreter: "SystemError: AST constructor recursion depth mismatch"."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout)
+    if thread.is_alive():  # still busy: leave it (a daemon thread), as before
+        return
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
 class Background:
     """Async fakes (``async with``) served from an event loop on a thread, for subprocess tests."""
 
@@ -55,8 +75,7 @@ class Background:
             for f in self.fakes:
                 asyncio.run_coroutine_threadsafe(f.__aexit__(None, None, None), self.loop).result(10)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+            close_loop(self.loop, self.thread)
 
 
 class LiveGateway:
@@ -126,5 +145,4 @@ class LiveGateway:
         try:
             self.call(self._stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+            close_loop(self.loop, self.thread)
