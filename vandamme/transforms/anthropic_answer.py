@@ -112,8 +112,10 @@ class _Event(msgspec.Struct):
 
 
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
-# a data line that is the last line of its event (followed by the blank line, or the end)
-_LAST_DATA_LINE = re.compile(rb"^data: ?([^\n]*)\n(?:\n|\Z)", re.M)
+# a data line that is the last line of its event (followed by the blank line, or the end), in
+# b"\n" + events: the line's start is the newline before it, a literal prefix the regex engine
+# searches for fast (twice as fast as ``^`` with re.M; the blank line is left for the next match)
+_LAST_DATA_LINE = re.compile(rb"\ndata: ?([^\n]*)\n(?=\n|\Z)")
 
 
 def check_events(events: bytes, facts: AnswerFacts | None = None) -> str | None:
@@ -133,7 +135,7 @@ def check_events(events: bytes, facts: AnswerFacts | None = None) -> str | None:
 
 def _events_fine(events: bytes, facts: AnswerFacts | None) -> bool:
     """True when every event is right (the usual stream); False when unsure or wrong."""
-    datas = _LAST_DATA_LINE.findall(events)
+    datas = _LAST_DATA_LINE.findall(b"\n" + events)
     if len(datas) != events.count(b"data:"):  # a data line that is not its event's last (or
         return False  # "data:" inside a value): the line-by-line reading decides
     if not datas:
