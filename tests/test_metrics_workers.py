@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI
-from harness import ROOT, free_port
+from harness import ROOT, close_loop, free_port
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -39,8 +39,7 @@ def upstreams():
     yield fakes
     for fake in fakes.values():
         asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    close_loop(loop, thread)
 
 
 def write_spec(folder: Path, port: int, fakes: dict, broken: bool = False) -> None:

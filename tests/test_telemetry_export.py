@@ -9,7 +9,7 @@ from vandamme.engine.compiler import settings_from
 from vandamme.engine.telemetry import tracer_provider_for
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway
+from harness import LiveGateway, close_loop
 
 
 def test_spans_are_exported_over_otlp_http(tmp_path):
@@ -39,8 +39,7 @@ providers:
         tp.shutdown()
     finally:
         asyncio.run_coroutine_threadsafe(sink.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        close_loop(loop, thread)
 
 
 def test_no_endpoint_means_no_tracing():

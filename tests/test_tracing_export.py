@@ -22,7 +22,7 @@ from vandamme.engine.span_export import Encoder, SpanExport, span_count, walk
 from vandamme.engine.telemetry import readable_spans, tracer_provider_for
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway
+from harness import LiveGateway, close_loop
 from vandamme.tracing import NAMES, RUN_TIMES, STAGE_BITS
 
 KEY = "sk-export-canary-ZZZZ9999"
@@ -74,8 +74,7 @@ def sink():
         yield s
     finally:
         asyncio.run_coroutine_threadsafe(s.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        close_loop(loop, thread)
 
 
 def export_for(sink, **telemetry) -> SpanExport:

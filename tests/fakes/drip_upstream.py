@@ -11,6 +11,8 @@ import threading
 
 from aiohttp import web
 
+from harness import close_loop
+
 
 def _event(name: str, data: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
@@ -70,5 +72,4 @@ class DripUpstream:
         try:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+            close_loop(self._loop, self._thread)
