@@ -44,7 +44,7 @@ from contextvars import ContextVar
 from typing import Any, Callable
 
 __all__ = ["ATTEMPT_INFO", "CLIENT", "INTERNAL", "RUN_TIMES", "SERVER", "SERVER_INFO", "RequestTracer", "Trace",
-           "current", "parse_traceparent", "perf"]
+           "current", "parse_traceparent", "perf", "run_offsets", "stage_spans"]
 
 INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP SpanKind numbers
 SERVER_INFO, ATTEMPT_INFO = 12, 13  # a SERVER / CLIENT span whose data is a tuple of values
@@ -52,6 +52,23 @@ _KIND_NAMES = {"INTERNAL": INTERNAL, "SERVER": SERVER, "CLIENT": CLIENT}
 ROOT = -1
 STAGE_BITS = 10  # a pipeline has fewer than 1024 stages
 RUN_TIMES = 6  # where a run record's stage boundaries start (see the module's docstring)
+
+def stage_spans(run: list) -> int:
+    """How many stage spans a run record holds so far: its stage boundaries less one (while a
+    stage runs, that is also the index of the running stage)."""
+    return len(run) - RUN_TIMES - 1
+
+
+def run_offsets(runs) -> tuple[list[int], int]:
+    """(index of each run's first stage span, number of stage spans in all) in a trace's span
+    order: the stage spans come first, run after run."""
+    firsts = []
+    n = 0
+    for run in runs:
+        firsts.append(n)
+        n += stage_spans(run)
+    return firsts, n
+
 
 perf = time.perf_counter  # span times on the hot path; Trace.wall0/perf0 turn them into wall-clock ns
 _bits = random.getrandbits  # ids need to be unique, not secret (as the OpenTelemetry SDK's)
@@ -86,7 +103,7 @@ class Trace:
         cur = self.cur
         if cur < 0:
             return cur
-        return (cur << STAGE_BITS) | (len(self.runs[cur]) - RUN_TIMES - 1)
+        return (cur << STAGE_BITS) | stage_spans(self.runs[cur])
 
     def add_span(self, rec: list) -> int:
         """Append a span record (its parent is ``rec[1]``); returns its reference."""

@@ -87,7 +87,7 @@ class Pipeline:
         trace.ctx = ctx
         runs = trace.runs
         saved = trace.cur  # the parent: a span (< 0), or the running stage of run ``saved``
-        parent = saved if saved < 0 else (saved << STAGE_BITS) | (len(runs[saved]) - RUN_TIMES - 1)
+        parent = trace.parent_ref()
         rec = [self._names, parent, None, None, None, 0, perf()]
         trace.cur = len(runs)
         runs.append(rec)

@@ -45,7 +45,7 @@ import sys
 import time
 from typing import Any
 
-from vandamme.tracing import ATTEMPT_INFO, NAMES, RUN_TIMES, SERVER_INFO, STAGE_BITS
+from vandamme.tracing import ATTEMPT_INFO, NAMES, RUN_TIMES, SERVER_INFO, STAGE_BITS, run_offsets, stage_spans
 
 _FRAME = struct.Struct("<cI")
 _LEN = struct.Struct("<I")  # each marshalled record in a T frame is preceded by its length
@@ -136,12 +136,7 @@ def walk(record: tuple, ids: list, remote: Any, names_table: list):
     stage spans come first, run after run. ``names_table``: the stage names by run name index
     (``vandamme.tracing.NAMES``)."""
     _, _, _, wall0, perf0, runs, spans = record
-    firsts = []  # index of each run's first stage span
-    n = 0
-    for run in runs:
-        firsts.append(n)
-        n += len(run) - RUN_TIMES - 1
-    span0 = n
+    firsts, span0 = run_offsets(runs)  # index of each run's first stage span; the first other span
 
     def index(ref: int) -> int:
         if ref >= 0:
@@ -176,7 +171,7 @@ def walk(record: tuple, ids: list, remote: Any, names_table: list):
 
 def span_count(record: tuple) -> int:
     """How many span ids ``walk`` needs for ``record``."""
-    return sum(len(run) - RUN_TIMES - 1 for run in record[5]) + len(record[6])
+    return sum(stage_spans(run) for run in record[5]) + len(record[6])
 
 
 def request_of(record: tuple) -> tuple[str, str | None]:
@@ -637,12 +632,7 @@ class Encoder:
         rid = self._attr("vandamme.request_id", request_id)
         stage_common = rid + (self._attr("vandamme.client", client) if client is not None else b"")
         remote = (b"\x22\x08" + parent_id.to_bytes(8, "big"), _FLAGS_REMOTE) if parent_id else (b"", _FLAGS_LOCAL)
-        firsts = []
-        n = 0
-        for run in runs:
-            firsts.append(n)
-            n += len(run) - RUN_TIMES - 1
-        span0 = n
+        firsts, span0 = run_offsets(runs)
 
         def parent_of(ref: int):
             if ref >= 0:
@@ -657,7 +647,7 @@ class Encoder:
             blocks = self._run_blocks(names, provider, model, first)
             pfield, flags = parent_of(parent)
             start = wall0 + int((run[RUN_TIMES] - perf0) * 1e9)
-            for j in range(len(run) - RUN_TIMES - 1):
+            for j in range(stage_spans(run)):
                 end = wall0 + int((run[RUN_TIMES + j + 1] - perf0) * 1e9)
                 span = b"".join((head, sids[i], pfield, blocks[j], stage_common, pack_times(0x39, start, 0x41, end),
                                  flags))
