@@ -6,6 +6,7 @@ trace-context honoured, no prompt or completion text unless ``telemetry.capture_
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -129,6 +130,34 @@ def test_a_stream_span_ends_with_the_stream_and_has_its_usage(tmp_path):
     assert tuple(a["gen_ai.response.finish_reasons"]) == ("end_turn",)
     # the attempt span ends with the answer's head; the server span only after the last event
     assert server.end_time > attempt.end_time
+
+
+def test_a_client_that_goes_away_mid_stream_still_ends_its_trace(tmp_path):
+    fake = FakeOpenAI()
+    fake.enqueue(Reply(text="word " * 200, delay=0.05))  # ~10 s of stream if nobody left
+    gw, exporter = traced(tmp_path, spec(), fake)
+    with gw:
+        with httpx.stream("POST", gw.base_url + "/v1/messages", timeout=10, headers={"x-api-key": "k"},
+                          json={"model": "gpt-4o", "max_tokens": 900, "stream": True, "messages": USER}) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator would close the response
+            for line in lines:
+                if line.startswith("event: content_block_delta"):
+                    break
+            assert not by_name(exporter.get_finished_spans(), "POST /v1/messages")  # still streaming
+        # the client closed its connection: the server span ends with the stream, not with the upstream's
+        for _ in range(100):  # bounded: 5 s
+            if by_name(exporter.get_finished_spans(), "POST /v1/messages"):
+                break
+            time.sleep(0.05)
+        spans = exporter.get_finished_spans()
+    [server] = by_name(spans, "POST /v1/messages")
+    a = server.attributes
+    assert a["http.response.status_code"] == 200  # the head had gone out
+    assert a["error.type"] == "client_closed" and a["gen_ai.request.stream"] is True
+    assert server.end_time - server.start_time < 5e9  # ended when the client left, not ~10 s later
+    # every span of the request is in the trace, each under the server span's trace
+    assert {s.context.trace_id for s in spans} == {server.context.trace_id}
+    assert by_name(spans, "upstream.attempt") and by_name(spans, "dispatch")
 
 
 def test_every_upstream_exchange_is_a_client_span(tmp_path):
