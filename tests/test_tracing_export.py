@@ -22,7 +22,8 @@ from vandamme.engine.span_export import Encoder, SpanExport, span_count, walk
 from vandamme.engine.telemetry import readable_spans, tracer_provider_for
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway, close_loop
+from harness import LiveGateway, close_loop, free_port
+from test_metrics_workers import upstreams  # noqa: F401 - the fixture
 from vandamme.tracing import NAMES, RUN_TIMES, STAGE_BITS
 
 KEY = "sk-export-canary-ZZZZ9999"
@@ -251,3 +252,41 @@ def test_run_records_give_one_span_per_stage_end_to_end(tmp_path):
     failed = records[1][5][1]
     [(j, err)] = failed[4].items()
     assert NAMES[failed[0]][j] == "upstream" and err[0] == "GatewayError"
+
+
+def test_with_two_workers_each_exports_the_spans_of_the_requests_it_served(tmp_path, sink, upstreams):
+    """`vandamme run --workers 2` with an OTLP endpoint: each worker has its exporter process and
+    names itself in the resource (service.instance.id); every request's trace arrives whole, from
+    the worker that served it, by the time the server has stopped."""
+    from test_metrics_workers import Served, write_spec
+
+    port = free_port()
+    write_spec(tmp_path / "specs", port, upstreams)
+    with (tmp_path / "specs" / "gateway.yaml").open("a") as f:
+        f.write(f'telemetry: {{otlp_endpoint: "{sink.base_url}", service_name: vdm-workers}}\n')
+    sent: list[str] = []
+    with Served(tmp_path / "specs", port, 2, tmp_path) as served:
+        for _ in range(10):  # bounded: until both workers have answered (normally the first round)
+            for i in range(12):
+                # a new connection per request, so the kernel hands them to either worker
+                r = httpx.post(served.base_url + "/v1/messages", timeout=15,
+                               headers={"x-api-key": "k", "connection": "close"},
+                               json={**BODY, "model": "oa:gpt-4o" if i % 2 else "an:claude-x"})
+                assert r.status_code == 200, r.text
+                sent.append(r.headers["request-id"])
+            if len({rid[4:12] for rid in sent}) == 2:  # request ids carry their worker's prefix
+                break
+    assert served.proc.returncode == 0, served.output
+    assert len({rid[4:12] for rid in sent}) == 2, "every request landed on one worker"
+    spans = spans_of(sink)  # the exporters flush when their worker stops
+    servers = {s["attrs"]["vandamme.request_id"]: s for s in spans if s["kind"] == Span.SPAN_KIND_SERVER}
+    assert sorted(servers) == sorted(sent), (sorted(set(sent) - set(servers)), served.output[-3000:])
+    instance_of = {}  # worker prefix -> the instance its spans name
+    for rid, server in servers.items():
+        res = server["resource"]
+        assert res["service.name"] == "vdm-workers" and res["service.version"]
+        assert instance_of.setdefault(rid[4:12], res["service.instance.id"]) == res["service.instance.id"]
+        trace = [s for s in spans if s["trace"] == server["trace"]]
+        assert {s["resource"]["service.instance.id"] for s in trace} == {res["service.instance.id"]}
+        assert {"parse", "dispatch", "upstream", "upstream.attempt"} <= {s["name"] for s in trace}
+    assert len(set(instance_of.values())) == 2  # one instance per worker

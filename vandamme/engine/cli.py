@@ -6,6 +6,7 @@ Exit codes: 0 success (spec valid), 1 spec invalid (or a check failed), 2 usage 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import os
 import sys
@@ -259,7 +260,15 @@ def build_app_from_dir(directory: str, host: str | None = None, port: int | None
         port and workers need a restart)."""
         return compile_gateway(load_spec(directory), tracer_provider=tracer_provider)
 
-    return create_app(gw, name="vandamme", reloader=reloader)
+    app = create_app(gw, name="vandamme", reloader=reloader)
+    if tracer_provider is not None:
+        @app.after_server_stop
+        async def _send_the_last_spans(app_):
+            # what is recorded goes to the exporter process before this one ends: a worker of a
+            # multi-worker server ends without running atexit handlers (multiprocessing's os._exit)
+            await asyncio.to_thread(tracer_provider.shutdown)
+
+    return app
 
 
 def worker_app(directory: str, reserved, main_pid: int):

@@ -36,7 +36,6 @@ import math
 import mmap
 import os
 import re
-import socket
 import struct
 import time
 from collections import deque
@@ -702,8 +701,9 @@ def meter_provider_for(metrics: Metrics, environ=None):
 
     interval = settings.metrics_export_interval
     interval_ms = interval * 1e3 if interval is not None else None  # None: OTEL_METRIC_EXPORT_INTERVAL or 60 s
-    resource = Resource.create({"service.name": settings.service_name, "service.version": VERSION,
-                                "service.instance.id": f"{socket.gethostname()}-{os.getpid()}"})
+    from .telemetry import service_attributes
+
+    resource = Resource.create(service_attributes(settings))
     bridge = OTLPBridge(metrics, resource)
 
     class BridgeReader(PeriodicExportingMetricReader):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 from typing import TYPE_CHECKING, Any
 
 from vandamme.secrets import add_keys, scrub
@@ -26,12 +27,22 @@ from vandamme.tracing import CLIENT, INTERNAL, NAMES, SERVER, SERVER_INFO, Reque
 
 from .span_export import (SpanExport, otlp_headers, request_of, sampler_from_env, span_count, stage_attributes,
                           walk)
+from .version import VERSION
 
 if TYPE_CHECKING:
     from .compiler import Settings
 
 SPAN_NAMES = {"messages": "POST /v1/messages", "count_tokens": "POST /v1/messages/count_tokens"}
 ROUTES = {"messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"}
+
+
+def service_attributes(settings: "Settings") -> dict:
+    """The OpenTelemetry resource attributes naming this process, for its spans and its metrics
+    alike: ``service.name`` (``telemetry.service_name``), ``service.version`` and
+    ``service.instance.id`` (host and process id: each worker of a ``--workers N`` server, each
+    replica, is an instance of its own)."""
+    return {"service.name": settings.service_name, "service.version": VERSION,
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}"}
 
 
 def tracer_provider_for(settings: "Settings", environ=None) -> SpanExport | None:
@@ -48,7 +59,7 @@ def tracer_provider_for(settings: "Settings", environ=None) -> SpanExport | None
 
     headers = otlp_headers(environ)
     add_keys(headers.values())  # a collector's API key is a secret like any other
-    resource = Resource.create({"service.name": settings.service_name}).attributes
+    resource = Resource.create(service_attributes(settings)).attributes
     if settings.sample_ratio is not None:
         ratio, parent_based = float(settings.sample_ratio), True
     else:
