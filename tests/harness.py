@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import httpx
 
 from vandamme.engine.compiler import compile_gateway
 from vandamme.engine.loader import load_spec
@@ -34,6 +37,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mid_stream(base_url: str, model: str, messages: list):
+    """A streamed ``POST /v1/messages`` read up to its first text delta and held open while the
+    block runs; leaving the block closes the client's connection mid-stream."""
+    body = {"model": model, "max_tokens": 900, "stream": True, "messages": messages}
+    with httpx.stream("POST", base_url + "/v1/messages", timeout=10, headers={"x-api-key": "k"}, json=body) as r:
+        lines = r.iter_lines()  # kept: a dropped iterator would close the response
+        for line in lines:
+            if line.startswith("event: content_block_delta"):
+                break
+        yield r
 
 
 def close_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, timeout: float = 5.0) -> None:

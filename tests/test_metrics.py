@@ -19,7 +19,7 @@ from vandamme.engine.metrics import ModelLabels, histogram_quantile, stream_erro
 from fakes.anthropic_upstream import AnthropicReply, FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway
+from harness import LiveGateway, mid_stream
 from vandamme.transforms.errors import error_event
 
 OA_KEY = "sk-oa-metrics-0123456789abcdef"
@@ -269,13 +269,7 @@ def test_key_failover_cooldown_and_fallback(tmp_path):
 def test_client_that_goes_away_mid_stream(tmp_path):
     with gateway(tmp_path) as gw:
         gw.upstreams["oa"].enqueue(Reply(text="word " * 200, delay=0.05))
-        with httpx.stream("POST", gw.base_url + "/v1/messages", timeout=10, headers={"x-api-key": "k"},
-                          json={"model": "oa:gpt-4o", "max_tokens": 900, "stream": True, "messages": USER}) as r:
-            lines = r.iter_lines()  # kept: a dropped iterator would close the response
-            for line in lines:
-                if line.startswith("event: content_block_delta"):
-                    break
-
+        with mid_stream(gw.base_url, "oa:gpt-4o", USER):
             def streaming(fams):
                 assert value(fams, "vandamme_active_streams", provider="oa", model="gpt-4o") == 1
                 assert value(fams, "vandamme_requests_in_flight", provider="oa") == 1

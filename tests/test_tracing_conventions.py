@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from fakes.openai_upstream import FakeOpenAI, Reply
-from harness import LiveGateway, free_port
+from harness import LiveGateway, free_port, mid_stream
 
 KEYS = ["sk-trace-canary-AAAA1111", "sk-trace-canary-BBBB2222"]
 USER = [{"role": "user", "content": "hi there"}]
@@ -137,12 +137,7 @@ def test_a_client_that_goes_away_mid_stream_still_ends_its_trace(tmp_path):
     fake.enqueue(Reply(text="word " * 200, delay=0.05))  # ~10 s of stream if nobody left
     gw, exporter = traced(tmp_path, spec(), fake)
     with gw:
-        with httpx.stream("POST", gw.base_url + "/v1/messages", timeout=10, headers={"x-api-key": "k"},
-                          json={"model": "gpt-4o", "max_tokens": 900, "stream": True, "messages": USER}) as r:
-            lines = r.iter_lines()  # kept: a dropped iterator would close the response
-            for line in lines:
-                if line.startswith("event: content_block_delta"):
-                    break
+        with mid_stream(gw.base_url, "gpt-4o", USER):
             assert not by_name(exporter.get_finished_spans(), "POST /v1/messages")  # still streaming
         # the client closed its connection: the server span ends with the stream, not with the upstream's
         for _ in range(100):  # bounded: 5 s
