@@ -5,12 +5,10 @@ the multiprocess folder lives in a private temp folder removed at exit. With one
 reloads are counted (ok and rejected)."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI
-from harness import ROOT, close_loop, free_port
+from harness import ROOT, Background, free_port
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -30,16 +28,9 @@ USER = [{"role": "user", "content": "hello"}]
 @pytest.fixture
 def upstreams():
     """FakeOpenAI and FakeAnthropic served from a background event loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     fakes = {"oa": FakeOpenAI(), "an": FakeAnthropic()}
-    for fake in fakes.values():
-        asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
-    yield fakes
-    for fake in fakes.values():
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-    close_loop(loop, thread)
+    with Background(*fakes.values()):
+        yield fakes
 
 
 def write_spec(folder: Path, port: int, fakes: dict, broken: bool = False) -> None:

@@ -1,7 +1,5 @@
 """With an OTLP endpoint configured, spans really leave the process: a local OTLP/HTTP sink
 (an aiohttp server on 127.0.0.1) receives them."""
-import asyncio
-import threading
 
 import anthropic
 
@@ -9,16 +7,12 @@ from vandamme.engine.compiler import settings_from
 from vandamme.engine.telemetry import tracer_provider_for
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway, close_loop
+from harness import Background, LiveGateway
 
 
 def test_spans_are_exported_over_otlp_http(tmp_path):
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     sink = OTLPSink()
-    asyncio.run_coroutine_threadsafe(sink.__aenter__(), loop).result(10)
-    try:
+    with Background(sink):
         settings = settings_from({"telemetry": {"service_name": "vdm-test", "otlp_endpoint": sink.base_url}})
         tp = tracer_provider_for(settings, environ={})
         assert tp is not None
@@ -37,9 +31,6 @@ providers:
         assert {svc for svc, _, _ in sink.spans} == {"vdm-test"}
         assert all("k-secret" not in str(attrs) for _, _, attrs in sink.spans)
         tp.shutdown()
-    finally:
-        asyncio.run_coroutine_threadsafe(sink.__aexit__(None, None, None), loop).result(10)
-        close_loop(loop, thread)
 
 
 def test_no_endpoint_means_no_tracing():

@@ -6,10 +6,8 @@ no key; the exporter's encoding gives the same spans as the SDK path; the export
 away with the gateway."""
 from __future__ import annotations
 
-import asyncio
 import json
 import marshal
-import threading
 
 import anthropic
 import httpx
@@ -22,7 +20,7 @@ from vandamme.engine.span_export import Encoder, SpanExport, span_count, walk
 from vandamme.engine.telemetry import readable_spans, tracer_provider_for
 from fakes.openai_upstream import FakeOpenAI, Reply
 from fakes.otlp_sink import OTLPSink
-from harness import LiveGateway, close_loop, free_port
+from harness import Background, LiveGateway, free_port
 from test_metrics_workers import upstreams  # noqa: F401 - the fixture
 from vandamme.tracing import NAMES, RUN_TIMES, STAGE_BITS
 
@@ -66,16 +64,9 @@ def spans_of(sink: OTLPSink) -> list[dict]:
 
 @pytest.fixture
 def sink():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     s = OTLPSink()
-    asyncio.run_coroutine_threadsafe(s.__aenter__(), loop).result(10)
-    try:
+    with Background(s):
         yield s
-    finally:
-        asyncio.run_coroutine_threadsafe(s.__aexit__(None, None, None), loop).result(10)
-        close_loop(loop, thread)
 
 
 def export_for(sink, **telemetry) -> SpanExport:
